@@ -1,0 +1,77 @@
+"""The FastAPI application factory.
+
+``create_app(config)`` builds an app whose lifespan owns every resource: the shared HTTP
+client, the tiers (vLLM children included), the routing policy, and the ledger writer. On
+shutdown, tiers stop taking work first, then the ledger drains, so no row is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from gateway.config import GatewayConfig, load_config
+from gateway.entrypoints.chat_completion.api_router import router as chat_router
+from gateway.entrypoints.completion.api_router import router as completion_router
+from gateway.entrypoints.costs.api_router import router as costs_router
+from gateway.entrypoints.health.api_router import router as health_router
+from gateway.entrypoints.metrics_api import router as metrics_router
+from gateway.entrypoints.models.api_router import router as models_router
+from gateway.errors import install_error_handlers
+from gateway.ledger.pricing import Pricing
+from gateway.ledger.schema import make_engine
+from gateway.ledger.writer import LedgerWriter
+from gateway.metrics import GatewayMetrics
+from gateway.routing.policy import build_policy
+from gateway.state import GatewayState
+from gateway.tiers.registry import TierRegistry
+
+log = logging.getLogger("gateway")
+
+# Generous pool: every in-flight request to a tier holds one connection for its whole
+# (possibly streamed) answer.
+_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30)
+
+
+def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None = None) -> FastAPI:
+    """Build the gateway for ``config`` (the embedded defaults when None).
+
+    ``tier_wait_s`` bounds how long start-up waits for tiers to become healthy (default: the
+    longest vLLM start-up timeout in the config); tiers that are not ready by then keep
+    starting in the background and are reported on ``/health``.
+    """
+    config = config or load_config()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        policy = build_policy(config.router)
+        engine = make_engine(config.ledger.url)
+        ledger = LedgerWriter(engine, config.ledger.batch_size, config.ledger.flush_interval_s)
+        await ledger.start()
+        client = httpx.AsyncClient(limits=_LIMITS, timeout=httpx.Timeout(600.0, connect=5.0))
+        tiers = TierRegistry(config, client)
+        app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
+                                          ledger=ledger, pricing=Pricing(config), metrics=GatewayMetrics())
+        wait = tier_wait_s if tier_wait_s is not None else max(
+            [t.vllm.startup_timeout_s for t in config.model_list if t.vllm] or [10.0])
+        try:
+            await tiers.start(wait)
+            log.info("gateway ready: %d of %d tiers serving", len(tiers.ready()), len(config.model_list))
+            yield
+        finally:
+            await tiers.stop()
+            await client.aclose()
+            await ledger.stop()
+            log.info("gateway stopped; ledger drained")
+
+    app = FastAPI(title="tierwise gateway", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible gateway that routes each request to the cheapest tier "
+                              "that is good enough, and books what it cost.")
+    install_error_handlers(app)
+    for router in (chat_router, completion_router, models_router, costs_router, health_router, metrics_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,216 @@
+"""The gateway's one typed configuration object.
+
+Everything the gateway needs (tiers, prices, router, ledger, server limits) lives in one
+YAML file shaped like LiteLLM's ``model_list``, validated by pydantic before anything
+starts, so a typo fails at start-up with a clear message rather than on the first request.
+The embedded defaults (``defaults.yaml``) run the teacher and the distilled student on
+this machine with vLLM; a user file replaces them wholesale.
+
+Strings may hold ``{project_root}``, ``{model_cache}``, ``{state_dir}`` and ``{env:NAME}``
+placeholders, expanded once at load time (the only place the environment is read).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_PLACEHOLDER = re.compile(r"\{(project_root|model_cache|state_dir|env:[A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Price(_Strict):
+    """Price of a tier in currency units per million tokens.
+
+    ``None`` on a litellm tier means: take it from litellm's cost map.
+    """
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+
+
+class VLLMServer(_Strict):
+    """A vLLM OpenAI server that the gateway starts, health-checks, restarts and stops."""
+
+    model: str = Field(description="Hugging Face model dir (or id) served by vLLM")
+    port: int | None = Field(default=None, description="None: a free port is picked at start")
+    host: str = "127.0.0.1"
+    dtype: str = "float32"
+    max_model_len: int = 1024
+    enforce_eager: bool = True
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=lambda: {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    startup_timeout_s: float = 600.0
+    max_restarts: int = 5
+
+
+class RemoteServer(_Strict):
+    """An OpenAI-compatible server that somebody else runs (another vLLM, a TGI, ...)."""
+
+    base_url: str = Field(description="e.g. http://127.0.0.1:8001/v1")
+    upstream_model: str | None = Field(default=None, description="model name upstream; default: the tier name")
+    api_key_env: str | None = Field(default=None, description="env var holding the upstream key")
+    max_model_len: int | None = None
+
+
+class LiteLLMProvider(_Strict):
+    """A hosted model reached through litellm (``openai/gpt-4o``, ``anthropic/claude-...``)."""
+
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = Field(default=None, description="env var holding the key (litellm also reads the provider's usual one)")
+    max_model_len: int | None = None
+
+
+class TierConfig(_Strict):
+    """One entry of ``model_list``: a named tier and exactly one way to reach it."""
+
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    aliases: list[str] = Field(default_factory=list)
+    role: Literal["teacher", "student", "other"] = "other"
+    vllm: VLLMServer | None = None
+    url: RemoteServer | None = None
+    litellm: LiteLLMProvider | None = None
+    price: Price | None = None
+    timeout_s: float = 600.0
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> TierConfig:
+        backends = [b for b in (self.vllm, self.url, self.litellm) if b is not None]
+        if len(backends) != 1:
+            raise ValueError(f"tier {self.model_name!r} needs exactly one of vllm:, url:, litellm:")
+        if self.price is None and self.litellm is None:
+            raise ValueError(f"tier {self.model_name!r} needs a price (litellm tiers may use the cost map)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "vllm" if self.vllm else "url" if self.url else "litellm"
+
+    @property
+    def max_model_len(self) -> int | None:
+        backend = self.vllm or self.url or self.litellm
+        return backend.max_model_len if backend else None
+
+
+class RouterConfig(_Strict):
+    """How ``model: "auto"`` picks a tier.
+
+    ``trained``: the scikit-learn artifact scores the request; score >= threshold goes to
+    ``strong_tier``. ``fixed``: every auto request goes to ``default_tier`` (explicit and
+    logged, for when no trained router is available). If the artifact is missing, the
+    gateway falls back to ``fixed`` and says so.
+    """
+
+    policy: Literal["trained", "fixed"] = "trained"
+    artifact: str | None = None
+    threshold: float | None = Field(default=None, ge=0, le=1, description="override the artifact's threshold")
+    strong_tier: str = "teacher"
+    weak_tier: str = "student"
+    default_tier: str | None = Field(default=None, description="for policy fixed; default: strong_tier")
+
+
+class LedgerConfig(_Strict):
+    """Where cost rows go. SQLite (WAL) embedded by default; Postgres for many replicas."""
+
+    url: str = "sqlite:///{state_dir}/ledger.db"
+    batch_size: int = Field(default=500, ge=1)
+    flush_interval_s: float = Field(default=0.05, gt=0)
+    store_content: bool = Field(default=False, description="store prompts/completions (off: privacy)")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_messages: int = Field(default=256, ge=1)
+    log_level: str = "info"
+
+
+class GatewayConfig(_Strict):
+    model_list: Annotated[list[TierConfig], Field(min_length=1)]
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    teacher: str | None = Field(default=None, description="tier priced as the counterfactual; default: the role: teacher tier")
+    state_dir: str = "{project_root}/.tierwise"
+    model_cache: str = "{env:TIERWISE_MODEL_CACHE}"
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> GatewayConfig:
+        seen: set[str] = {"auto"}
+        for tier in self.model_list:
+            for name in [tier.model_name, *tier.aliases]:
+                if name in seen:
+                    raise ValueError(f"model name or alias {name!r} is used twice (or is the reserved 'auto')")
+                seen.add(name)
+        names = {t.model_name for t in self.model_list}
+        if self.teacher_tier not in names:
+            raise ValueError(f"the counterfactual teacher tier {self.teacher_tier!r} is not in model_list")
+        return self
+
+    @property
+    def teacher_tier(self) -> str:
+        if self.teacher:
+            return self.teacher
+        teachers = [t.model_name for t in self.model_list if t.role == "teacher"]
+        return teachers[0] if teachers else self.model_list[0].model_name
+
+    def tier(self, name: str) -> TierConfig:
+        return next(t for t in self.model_list if t.model_name == name)
+
+
+def default_model_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tierwise" / "models"
+
+
+def _expand(value: object, context: dict[str, str]) -> object:
+    if isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key.startswith("env:"):
+                return os.environ.get(key[4:], "")
+            return context[key]
+        return _PLACEHOLDER.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, context) for v in value]
+    return value
+
+
+def parse_config(raw: dict) -> GatewayConfig:
+    """Validate a config mapping after expanding its placeholders."""
+    model_cache = _expand(raw.get("model_cache", "{env:TIERWISE_MODEL_CACHE}"), {"project_root": str(PROJECT_ROOT)})
+    context = {"project_root": str(PROJECT_ROOT), "model_cache": str(model_cache or default_model_cache())}
+    context["state_dir"] = str(_expand(raw.get("state_dir", "{project_root}/.tierwise"), context))
+    expanded = _expand(raw, context)
+    assert isinstance(expanded, dict)
+    expanded["model_cache"] = context["model_cache"]
+    expanded["state_dir"] = context["state_dir"]
+    return GatewayConfig.model_validate(expanded)
+
+
+def load_config(path: str | Path | None = None) -> GatewayConfig:
+    """Load ``path`` or, when None, the embedded defaults."""
+    if path is None:
+        text = resources.files("gateway").joinpath("defaults.yaml").read_text()
+    else:
+        text = Path(path).read_text()
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"config {path or 'defaults'} is not a YAML mapping")
+    return parse_config(raw)

@@ -1,0 +1,17 @@
+"""``POST /v1/completions``."""
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from gateway.entrypoints.body import openapi_body
+from gateway.entrypoints.completion.protocol import CompletionRequest
+from gateway.entrypoints.completion.serving import serving_completion
+from gateway.state import GatewayState, get_state
+
+router = APIRouter()
+
+
+@router.post("/v1/completions", openapi_extra=openapi_body(CompletionRequest), tags=["openai"])
+async def create_completion(request: Request, state: GatewayState = Depends(get_state)) -> Response:
+    """OpenAI text completion; ``model: "auto"`` lets the router pick the tier."""
+    return await serving_completion.handle(request, state)

@@ -1,0 +1,13 @@
+"""``GET /v1/models``: the tiers that serve now, plus ``auto``."""
+
+from fastapi import APIRouter, Depends
+
+from gateway.entrypoints.models.serving import list_models
+from gateway.state import GatewayState, get_state
+
+router = APIRouter()
+
+
+@router.get("/v1/models", tags=["openai"])
+async def show_models(state: GatewayState = Depends(get_state)) -> dict:
+    return list_models(state)

@@ -1,0 +1,31 @@
+"""What a request cost, and what it would have cost on the teacher.
+
+Self-hosted tiers are priced from the config (per million tokens); a hosted tier without a
+configured price takes litellm's cost map. The counterfactual prices the *same* tokens at
+the teacher tier, which is what "savings" is measured against.
+"""
+
+from __future__ import annotations
+
+from gateway.config import GatewayConfig, TierConfig
+
+
+class Pricing:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.tiers = {t.model_name: t for t in config.model_list}
+        self.teacher = self.tiers[config.teacher_tier]
+
+    def tier_cost(self, tier: TierConfig, prompt_tokens: int, completion_tokens: int) -> float:
+        if tier.price is not None:
+            return tier.price.cost(prompt_tokens, completion_tokens)
+        assert tier.litellm is not None  # the config guarantees a price otherwise
+        from gateway.tiers.litellm_provider import cost_from_map
+
+        return cost_from_map(tier.litellm.model, prompt_tokens, completion_tokens) or 0.0
+
+    def costs(self, tier_name: str | None, prompt_tokens: int, completion_tokens: int) -> tuple[float, float]:
+        """(actual cost, teacher counterfactual) for one request's tokens."""
+        teacher_cost = self.tier_cost(self.teacher, prompt_tokens, completion_tokens)
+        if tier_name is None or tier_name not in self.tiers:
+            return 0.0, teacher_cost
+        return self.tier_cost(self.tiers[tier_name], prompt_tokens, completion_tokens), teacher_cost

@@ -1,0 +1,46 @@
+"""Prometheus metrics, one registry per app (so tests can build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["tier", "status"]
+        self.requests = Counter("tierwise_requests", "Requests handled", ["tier", "endpoint", "status"],
+                                registry=self.registry)
+        self.tokens = Counter("tierwise_tokens", "Tokens processed", ["tier", "kind"], registry=self.registry)
+        self.cost = Counter("tierwise_cost", "Cost of served requests (currency units)", labels,
+                            registry=self.registry)
+        self.teacher_cost = Counter("tierwise_teacher_counterfactual_cost",
+                                    "What the same tokens would have cost on the teacher", labels,
+                                    registry=self.registry)
+        self.latency = Histogram("tierwise_request_latency_seconds", "End-to-end latency", labels,
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.ttft = Histogram("tierwise_time_to_first_token_seconds", "Time to first streamed token", ["tier"],
+                              buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.route_score = Histogram("tierwise_route_score", "Router scores of auto requests",
+                                     buckets=[i / 10 for i in range(1, 11)], registry=self.registry)
+        self.tier_up = Gauge("tierwise_tier_up", "1 if the tier is ready", ["tier"], registry=self.registry)
+        self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger",
+                                    registry=self.registry)
+
+    def observe(self, row: dict) -> None:
+        """Count one finished request from its ledger row."""
+        tier = row.get("tier") or "none"
+        status = row["status"]
+        self.requests.labels(tier, row["endpoint"], status).inc()
+        self.tokens.labels(tier, "prompt").inc(row["prompt_tokens"])
+        self.tokens.labels(tier, "completion").inc(row["completion_tokens"])
+        self.cost.labels(tier, status).inc(row["cost"])
+        self.teacher_cost.labels(tier, status).inc(row["teacher_cost"])
+        if row.get("latency_ms") is not None:
+            self.latency.labels(tier, status).observe(row["latency_ms"] / 1000)
+        if row.get("ttft_ms") is not None:
+            self.ttft.labels(tier).observe(row["ttft_ms"] / 1000)
+        if row.get("route_score") is not None:
+            self.route_score.observe(row["route_score"])

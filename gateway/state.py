@@ -1,0 +1,33 @@
+"""Everything a request handler needs, built once per app and reached by dependency injection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from fastapi import Request
+from sqlalchemy.engine import Engine
+
+from gateway.config import GatewayConfig
+from gateway.ledger.pricing import Pricing
+from gateway.ledger.writer import LedgerWriter
+from gateway.metrics import GatewayMetrics
+from gateway.routing.policy import RoutingPolicy
+from gateway.tiers.registry import TierRegistry
+
+
+@dataclass
+class GatewayState:
+    config: GatewayConfig
+    client: httpx.AsyncClient
+    tiers: TierRegistry
+    policy: RoutingPolicy
+    engine: Engine
+    ledger: LedgerWriter
+    pricing: Pricing
+    metrics: GatewayMetrics
+
+
+def get_state(request: Request) -> GatewayState:
+    """FastAPI dependency: the app's state (set up by the lifespan)."""
+    return request.app.state.tierwise

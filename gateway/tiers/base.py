@@ -1,0 +1,97 @@
+"""What a tier is to the rest of the gateway: a name, a health state, and two calls.
+
+Serving code never cares whether a tier is a vLLM process the gateway supervises, a server
+somebody else runs, or a hosted model behind litellm: it calls ``complete`` for a whole
+answer and ``stream`` for server-sent events, and reads ``status``.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.config import TierConfig
+
+Endpoint = Literal["chat", "completion"]
+
+
+class TierStatus(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DOWN = "down"
+    MISSING = "missing"  # its model dir does not exist (e.g. not distilled yet)
+
+
+@dataclass(slots=True)
+class UpstreamReply:
+    """A whole (non-streamed) answer: the bytes to relay and the parsed JSON for the ledger."""
+
+    content: bytes
+    data: dict
+
+
+class UpstreamError(Exception):
+    """The tier answered with an error, or could not be reached.
+
+    ``status_code`` is what the client should see: the upstream's own 4xx is relayed (its
+    message is the useful one), connection failures become 502/503/504.
+    """
+
+    def __init__(self, status_code: int, message: str, *, type: str = "upstream_error", code: str | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.type = type
+        self.code = code
+
+
+class Tier(ABC):
+    """One configured model tier."""
+
+    def __init__(self, config: TierConfig) -> None:
+        self.config = config
+        self.status = TierStatus.STARTING
+        self.detail = ""
+
+    @property
+    def name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def names(self) -> list[str]:
+        return [self.config.model_name, *self.config.aliases]
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status is TierStatus.READY
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self.config.max_model_len
+
+    def health(self) -> dict:
+        return {"status": self.status.value, "kind": self.config.kind, "role": self.config.role, "detail": self.detail}
+
+    async def start(self) -> None:
+        """Bring the tier up (start a process, first health check)."""
+
+    async def stop(self) -> None:
+        """Release what ``start`` took."""
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the tier is ready or clearly not coming; True if ready."""
+        return self.is_ready
+
+    @abstractmethod
+    async def complete(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
+        """Send a non-streaming request; raise UpstreamError on failure."""
+
+    @abstractmethod
+    def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
+        """Yield the answer as SSE events (``b"data: {...}\\n\\n"``), ending with ``data: [DONE]``.
+
+        Raises UpstreamError before the first event if the tier refuses the request.
+        """

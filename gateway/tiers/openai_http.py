@@ -1,0 +1,134 @@
+"""A tier reached over HTTP at an OpenAI-compatible base URL (vLLM, or any such server).
+
+All tiers share the app's one ``httpx.AsyncClient`` (connection pooling, keep-alive), and
+streaming relays each server-sent event as soon as it is complete: nothing is buffered
+beyond the event being assembled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+
+from gateway.config import TierConfig
+from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamError, UpstreamReply
+
+log = logging.getLogger("gateway.tiers")
+
+PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "completion": "/completions"}
+
+
+def _error_message(content: bytes) -> str:
+    """Pull the message out of an upstream error body, whatever its shape."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return content.decode("utf-8", "replace")[:500] or "upstream error"
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+        if isinstance(data.get("message"), str):
+            return data["message"]
+    return str(data)[:500]
+
+
+def _transport_error(tier: str, exc: httpx.HTTPError) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(504, f"tier `{tier}` timed out", type="timeout_error", code="upstream_timeout")
+    return UpstreamError(502, f"tier `{tier}` could not be reached: {type(exc).__name__}", code="upstream_unreachable")
+
+
+class OpenAIHTTPTier(Tier):
+    """A tier at ``base_url`` (ending in ``/v1``)."""
+
+    def __init__(self, config: TierConfig, client: httpx.AsyncClient, base_url: str | None = None) -> None:
+        super().__init__(config)
+        self.client = client
+        self.base_url = (base_url or (config.url.base_url if config.url else "")).rstrip("/")
+        self.upstream_model = (config.url.upstream_model if config.url else None) or config.model_name
+        key_env = config.url.api_key_env if config.url else None
+        key = os.environ.get(key_env, "") if key_env else ""
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._health_task: asyncio.Task | None = None
+
+    def health(self) -> dict:
+        return {**super().health(), "base_url": self.base_url}
+
+    async def start(self) -> None:
+        await self.check_health()
+        self._health_task = asyncio.create_task(self._watch_health(), name=f"health:{self.name}")
+
+    async def stop(self) -> None:
+        if self._health_task:
+            self._health_task.cancel()
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        return self.is_ready
+
+    async def check_health(self) -> bool:
+        """Ask the server for its model list; ready when it answers 200."""
+        try:
+            resp = await self.client.get(f"{self.base_url}/models", headers=self.headers, timeout=5.0)
+            ok = resp.status_code == 200
+            self.detail = "" if ok else f"/models answered {resp.status_code}"
+        except httpx.HTTPError as exc:
+            ok, self.detail = False, f"unreachable: {type(exc).__name__}"
+        self.status = TierStatus.READY if ok else TierStatus.DOWN
+        return ok
+
+    async def _watch_health(self, interval_s: float = 10.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.check_health()
+
+    def _payload(self, body: dict) -> dict:
+        return {**body, "model": self.upstream_model}
+
+    async def complete(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
+        url = self.base_url + PATHS[endpoint]
+        try:
+            resp = await self.client.post(url, json=self._payload(body), headers=self.headers, timeout=self.config.timeout_s)
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.name, exc) from exc
+        if resp.status_code != 200:
+            raise UpstreamError(resp.status_code if resp.status_code < 500 else 502, _error_message(resp.content))
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise UpstreamError(502, f"tier `{self.name}` sent a body that is not JSON") from exc
+        return UpstreamReply(content=resp.content, data=data)
+
+    async def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
+        url = self.base_url + PATHS[endpoint]
+        request = self.client.build_request(
+            "POST", url, json=self._payload(body), headers=self.headers, timeout=self.config.timeout_s
+        )
+        try:
+            resp = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.name, exc) from exc
+        try:
+            if resp.status_code != 200:
+                content = await resp.aread()
+                raise UpstreamError(resp.status_code if resp.status_code < 500 else 502, _error_message(content))
+            buffer = b""
+            async for chunk in resp.aiter_bytes():
+                buffer += chunk
+                while True:
+                    cut = buffer.find(b"\n\n")
+                    if cut < 0:
+                        break
+                    event, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+                    yield event
+            if buffer.strip():
+                yield buffer + b"\n\n"
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.name, exc) from exc
+        finally:
+            await resp.aclose()

@@ -1,0 +1,57 @@
+"""All configured tiers, looked up by name or alias, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import httpx
+
+from gateway.config import GatewayConfig
+from gateway.tiers.base import Tier
+from gateway.tiers.openai_http import OpenAIHTTPTier
+from gateway.tiers.vllm_process import VLLMProcessTier
+
+log = logging.getLogger("gateway.tiers")
+
+
+def build_tier(config: GatewayConfig, name: str, client: httpx.AsyncClient) -> Tier:
+    tier_config = config.tier(name)
+    if tier_config.vllm:
+        return VLLMProcessTier(tier_config, client, log_dir=Path(config.state_dir) / "logs")
+    if tier_config.url:
+        return OpenAIHTTPTier(tier_config, client)
+    from gateway.tiers.litellm_provider import LiteLLMTier
+
+    return LiteLLMTier(tier_config)
+
+
+class TierRegistry:
+    def __init__(self, config: GatewayConfig, client: httpx.AsyncClient) -> None:
+        self.tiers: dict[str, Tier] = {t.model_name: build_tier(config, t.model_name, client) for t in config.model_list}
+        self._by_name: dict[str, Tier] = {name: tier for tier in self.tiers.values() for name in tier.names}
+
+    def resolve(self, model: str) -> Tier | None:
+        """The tier called ``model`` (its name or an alias), or None."""
+        return self._by_name.get(model)
+
+    def __iter__(self):
+        return iter(self.tiers.values())
+
+    def ready(self) -> list[Tier]:
+        return [t for t in self.tiers.values() if t.is_ready]
+
+    async def start(self, wait_s: float) -> None:
+        """Start every tier and wait (at most ``wait_s``) for them; say which are missing."""
+        await asyncio.gather(*(t.start() for t in self.tiers.values()))
+        await asyncio.gather(*(t.wait_ready(wait_s) for t in self.tiers.values()))
+        for tier in self.tiers.values():
+            if tier.is_ready:
+                log.info("tier %s (%s) ready", tier.name, tier.config.kind)
+            else:
+                log.warning("tier %s is %s: %s; requests are routed to the tiers that exist",
+                            tier.name, tier.status.value, tier.detail)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(t.stop() for t in self.tiers.values()), return_exceptions=True)

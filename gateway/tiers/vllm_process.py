@@ -1,0 +1,176 @@
+"""A tier that the gateway serves itself: one vLLM OpenAI server process per tier.
+
+The supervisor starts ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` CLI is
+not installed by the CPU wheel), waits for its ``/health``, restarts it with back-off when
+it dies, and stops it on shutdown. The child gets PDEATHSIG so a gateway killed with
+``kill -9`` does not leave orphaned servers holding GBs of RAM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from gateway.config import TierConfig
+from gateway.tiers.base import TierStatus
+from gateway.tiers.openai_http import OpenAIHTTPTier
+
+log = logging.getLogger("gateway.tiers.vllm")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM this child when the gateway dies (prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def vllm_command(config: TierConfig, port: int) -> list[str]:
+    server = config.vllm
+    assert server is not None
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", server.model,
+        "--served-model-name", config.model_name,
+        "--host", server.host,
+        "--port", str(port),
+        "--dtype", server.dtype,
+        "--max-model-len", str(server.max_model_len),
+        "--disable-uvicorn-access-log",
+    ]
+    if server.enforce_eager:
+        cmd.append("--enforce-eager")
+    return cmd + list(server.extra_args)
+
+
+class VLLMProcessTier(OpenAIHTTPTier):
+    """An OpenAI HTTP tier whose server is a supervised vLLM child process."""
+
+    def __init__(self, config: TierConfig, client: httpx.AsyncClient, log_dir: Path) -> None:
+        assert config.vllm is not None
+        self.server = config.vllm
+        self.port = self.server.port or free_port(self.server.host)
+        super().__init__(config, client, base_url=f"http://{self.server.host}:{self.port}/v1")
+        self.log_path = log_dir / f"vllm-{config.model_name}.log"
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = False
+        self._supervisor: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+        self._gave_up = asyncio.Event()
+
+    def health(self) -> dict:
+        pid = self.process.pid if self.process and self.process.returncode is None else None
+        return {**super().health(), "pid": pid, "restarts": self.restarts, "log": str(self.log_path)}
+
+    def _model_missing(self) -> bool:
+        """A model given as a path must exist; a hub id (``org/name``) is vLLM's business."""
+        model = self.server.model
+        path = Path(model).expanduser()
+        return (path.is_absolute() or model.startswith(".")) and not (path / "config.json").exists()
+
+    async def start(self) -> None:
+        if self._model_missing():
+            self.status = TierStatus.MISSING
+            self.detail = f"model dir {self.server.model} does not exist (run `python -m distill assemble`)"
+            log.warning("tier %s not started: %s", self.name, self.detail)
+            self._gave_up.set()
+            return
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise:{self.name}")
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        ready = asyncio.ensure_future(self._ready.wait())
+        gave_up = asyncio.ensure_future(self._gave_up.wait())
+        await asyncio.wait({ready, gave_up}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        gave_up.cancel()
+        return self.is_ready
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.server.env}
+        logfile = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            cmd = vllm_command(self.config, self.port)
+            log.info("starting tier %s: %s (log: %s)", self.name, " ".join(cmd), self.log_path)
+            return await asyncio.create_subprocess_exec(
+                *cmd, stdout=logfile, stderr=asyncio.subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            )
+        finally:
+            logfile.close()
+
+    async def _await_healthy(self, process: asyncio.subprocess.Process) -> bool:
+        deadline = time.monotonic() + self.server.startup_timeout_s
+        while time.monotonic() < deadline and process.returncode is None:
+            try:
+                resp = await self.client.get(f"http://{self.server.host}:{self.port}/health", timeout=2.0)
+                if resp.status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+        return False
+
+    async def _supervise(self) -> None:
+        """Start, wait healthy, watch, restart with back-off until stopped or out of restarts."""
+        while not self._stopping:
+            self.status, self.detail = TierStatus.STARTING, "starting vLLM"
+            started = time.monotonic()
+            self.process = await self._spawn()
+            if await self._await_healthy(self.process):
+                self.status, self.detail = TierStatus.READY, ""
+                self._ready.set()
+                log.info("tier %s ready on port %d after %.1f s", self.name, self.port, time.monotonic() - started)
+                code = await self.process.wait()
+            else:
+                code = self.process.returncode
+                if code is None:
+                    self.detail = "not healthy before the start-up timeout"
+                    await self._terminate()
+            self._ready.clear()
+            if self._stopping:
+                break
+            self.status = TierStatus.DOWN
+            self.detail = f"vLLM exited with code {code}; see {self.log_path}"
+            log.error("tier %s went down: %s", self.name, self.detail)
+            if self.restarts >= self.server.max_restarts:
+                log.error("tier %s: giving up after %d restarts", self.name, self.restarts)
+                self._gave_up.set()
+                return
+            self.restarts += 1
+            await asyncio.sleep(min(30.0, 2.0**self.restarts))
+
+    async def _terminate(self, grace_s: float = 15.0) -> None:
+        proc = self.process
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self._terminate()
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        self.status, self.detail = TierStatus.DOWN, "stopped"
