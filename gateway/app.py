@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 
 from gateway.config import GatewayConfig, load_config
@@ -34,7 +34,7 @@ log = logging.getLogger("gateway")
 
 # Generous pool: every in-flight request to a tier holds one connection for its whole
 # (possibly streamed) answer.
-_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30)
+_POOL = {"limit": 1024, "limit_per_host": 0, "keepalive_timeout": 30}
 
 
 def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None = None) -> FastAPI:
@@ -52,7 +52,8 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         engine = make_engine(config.ledger.url)
         ledger = LedgerWriter(engine, config.ledger.batch_size, config.ledger.flush_interval_s)
         await ledger.start()
-        client = httpx.AsyncClient(limits=_LIMITS, timeout=httpx.Timeout(600.0, connect=5.0))
+        client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(**_POOL), raise_for_status=False,
+                                       timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0))
         tiers = TierRegistry(config, client)
         app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
                                           ledger=ledger, pricing=Pricing(config), metrics=GatewayMetrics())
@@ -64,7 +65,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             yield
         finally:
             await tiers.stop()
-            await client.aclose()
+            await client.close()
             await ledger.stop()
             log.info("gateway stopped; ledger drained")
 

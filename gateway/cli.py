@@ -20,6 +20,8 @@ console = Console(stderr=True)
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)])
+    # httpx (litellm uses it) logs every upstream request at INFO: a log line per request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from fastapi import Request
 from sqlalchemy.engine import Engine
 
@@ -19,7 +19,7 @@ from gateway.tiers.registry import TierRegistry
 @dataclass
 class GatewayState:
     config: GatewayConfig
-    client: httpx.AsyncClient
+    client: aiohttp.ClientSession
     tiers: TierRegistry
     policy: RoutingPolicy
     engine: Engine
@@ -28,6 +28,10 @@ class GatewayState:
     metrics: GatewayMetrics
 
 
-def get_state(request: Request) -> GatewayState:
-    """FastAPI dependency: the app's state (set up by the lifespan)."""
+async def get_state(request: Request) -> GatewayState:
+    """FastAPI dependency: the app's state (set up by the lifespan).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, a
+    thread hop on every request for what is an attribute read.
+    """
     return request.app.state.tierwise

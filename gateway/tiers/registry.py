@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from gateway.config import GatewayConfig
 from gateway.tiers.base import Tier
@@ -16,7 +16,7 @@ from gateway.tiers.vllm_process import VLLMProcessTier
 log = logging.getLogger("gateway.tiers")
 
 
-def build_tier(config: GatewayConfig, name: str, client: httpx.AsyncClient) -> Tier:
+def build_tier(config: GatewayConfig, name: str, client: aiohttp.ClientSession) -> Tier:
     tier_config = config.tier(name)
     if tier_config.vllm:
         return VLLMProcessTier(tier_config, client, log_dir=Path(config.state_dir) / "logs")
@@ -28,7 +28,7 @@ def build_tier(config: GatewayConfig, name: str, client: httpx.AsyncClient) -> T
 
 
 class TierRegistry:
-    def __init__(self, config: GatewayConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: GatewayConfig, client: aiohttp.ClientSession) -> None:
         self.tiers: dict[str, Tier] = {t.model_name: build_tier(config, t.model_name, client) for t in config.model_list}
         self._by_name: dict[str, Tier] = {name: tier for tier in self.tiers.values() for name in tier.names}
 

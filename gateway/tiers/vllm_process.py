@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from gateway.config import TierConfig
 from gateway.tiers.base import TierStatus
@@ -61,7 +61,7 @@ def vllm_command(config: TierConfig, port: int) -> list[str]:
 class VLLMProcessTier(OpenAIHTTPTier):
     """An OpenAI HTTP tier whose server is a supervised vLLM child process."""
 
-    def __init__(self, config: TierConfig, client: httpx.AsyncClient, log_dir: Path) -> None:
+    def __init__(self, config: TierConfig, client: aiohttp.ClientSession, log_dir: Path) -> None:
         assert config.vllm is not None
         self.server = config.vllm
         self.port = self.server.port or free_port(self.server.host)
@@ -118,10 +118,11 @@ class VLLMProcessTier(OpenAIHTTPTier):
         deadline = time.monotonic() + self.server.startup_timeout_s
         while time.monotonic() < deadline and process.returncode is None:
             try:
-                resp = await self.client.get(f"http://{self.server.host}:{self.port}/health", timeout=2.0)
-                if resp.status_code == 200:
-                    return True
-            except httpx.HTTPError:
+                async with self.client.get(f"http://{self.server.host}:{self.port}/health",
+                                           timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+                    if resp.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             await asyncio.sleep(0.5)
         return False

@@ -1,0 +1,95 @@
+"""Shared fixtures: real model dirs, real vLLM tiers behind a real gateway, a stub upstream.
+
+The expensive pieces (two vLLM servers, ~40 s each to start on 2 cores) are session-scoped
+and started once, by the gateway itself, exactly as `python -m gateway serve` does it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support.processes import REPO, ServerProcess, free_port, start_gateway, start_stub  # noqa: E402
+
+TEACHER_PRICE = {"input_per_million": 2.0, "output_per_million": 8.0}
+STUDENT_PRICE = {"input_per_million": 0.25, "output_per_million": 1.0}
+STUDENT_LAYERS = 4
+
+
+def model_cache() -> Path:
+    from gateway.config import default_model_cache
+
+    return Path(os.environ.get("TIERWISE_MODEL_CACHE") or default_model_cache())
+
+
+@pytest.fixture(scope="session")
+def model_dirs() -> dict[str, Path]:
+    """The packaged teacher, dequantized, and a small layer-dropped model built from it."""
+    from distill.packaged import materialize_teacher
+    from distill.student_init import layer_drop
+
+    cache = model_cache()
+    teacher = materialize_teacher(cache / "base-teacher")
+    student = cache / f"test-student-{STUDENT_LAYERS}l"
+    if not (student / "config.json").exists():
+        layer_drop(teacher, student, STUDENT_LAYERS)
+    return {"teacher": teacher, "student": student}
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tierwise")
+
+
+def vllm_tier(name: str, model: Path, role: str, price: dict, port: int, aliases: list[str] | None = None) -> dict:
+    return {"model_name": name, "role": role, "aliases": aliases or [], "price": price,
+            "vllm": {"model": str(model), "port": port, "max_model_len": 512,
+                     "extra_args": ["--max-num-seqs", "16"]}}
+
+
+@pytest.fixture(scope="session")
+def vllm_gateway(model_dirs, session_tmp) -> ServerProcess:
+    """The gateway supervising two real vLLM tiers, ledger in SQLite, trained router if shipped."""
+    router_artifact = REPO / "artifacts" / "router" / "mmlu_router.skops"
+    config = {
+        "model_list": [
+            vllm_tier("teacher", model_dirs["teacher"], "teacher", TEACHER_PRICE, free_port(), ["flagship"]),
+            vllm_tier("student", model_dirs["student"], "student", STUDENT_PRICE, free_port()),
+        ],
+        "router": {"policy": "trained", "artifact": str(router_artifact), "strong_tier": "teacher",
+                   "weak_tier": "student"},
+        "ledger": {"url": f"sqlite:///{session_tmp / 'ledger.db'}"},
+    }
+    gateway = start_gateway(config, session_tmp, timeout_s=900)
+    gateway.config = config  # type: ignore[attr-defined]
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def stub(session_tmp) -> ServerProcess:
+    server = start_stub(session_tmp)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh schema on the real PostgreSQL server, dropped afterwards."""
+    import sqlalchemy as sa
+
+    base = os.environ.get("TIERWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = "tw_" + uuid.uuid4().hex[:10]
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()

@@ -1,0 +1,51 @@
+"""Config validation: mistakes fail at load time with a message naming the problem."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config import PROJECT_ROOT, load_config, parse_config
+
+PRICE = {"input_per_million": 1, "output_per_million": 2}
+
+
+def tier(name: str, **kw) -> dict:
+    return {"model_name": name, "price": PRICE, "url": {"base_url": "http://127.0.0.1:1/v1"}, **kw}
+
+
+def test_embedded_defaults_load_with_placeholders_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("TIERWISE_MODEL_CACHE", str(tmp_path))
+    cfg = load_config()
+    assert [t.model_name for t in cfg.model_list] == ["teacher", "student"]
+    assert cfg.tier("teacher").vllm.model == f"{tmp_path}/teacher"
+    assert cfg.router.artifact == f"{PROJECT_ROOT}/artifacts/router/mmlu_router.skops"
+    assert cfg.ledger.url == f"sqlite:///{PROJECT_ROOT}/.tierwise/ledger.db"
+    assert cfg.teacher_tier == "teacher"
+
+
+@pytest.mark.parametrize("model_list, message", [
+    ([tier("a"), tier("a")], "used twice"),
+    ([tier("a", aliases=["auto"])], "reserved 'auto'"),
+    ([{"model_name": "a", "price": PRICE}], "exactly one of vllm:, url:, litellm:"),
+    ([{"model_name": "a", "url": {"base_url": "http://x/v1"}}], "needs a price"),
+    ([tier("a", vllm={"model": "/m"})], "exactly one of"),
+])
+def test_bad_model_lists_are_refused(model_list, message):
+    with pytest.raises(ValidationError, match=message):
+        parse_config({"model_list": model_list})
+
+
+def test_unknown_counterfactual_teacher_is_refused():
+    with pytest.raises(ValidationError, match="counterfactual teacher tier 'ghost'"):
+        parse_config({"model_list": [tier("a")], "teacher": "ghost"})
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ValidationError, match="max_tokenz"):
+        parse_config({"model_list": [tier("a", max_tokenz=3)]})
+
+
+def test_teacher_defaults_to_role_then_first_tier():
+    assert parse_config({"model_list": [tier("a"), tier("b", role="teacher")]}).teacher_tier == "b"
+    assert parse_config({"model_list": [tier("a"), tier("b")]}).teacher_tier == "a"
