@@ -2,8 +2,10 @@
 
 The supervisor starts ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` CLI is
 not installed by the CPU wheel), waits for its ``/health``, restarts it with back-off when
-it dies, and stops it on shutdown. The child gets PDEATHSIG so a gateway killed with
-``kill -9`` does not leave orphaned servers holding GBs of RAM.
+it dies, and stops it on shutdown. The server runs in its own process group, which is
+killed whole once the server is gone: vLLM's engine core is a separate process that
+outlives an API server killed with SIGKILL. The server also gets PDEATHSIG, so a gateway
+killed with ``kill -9`` does not leave servers holding GBs of RAM behind.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class VLLMProcessTier(OpenAIHTTPTier):
             cmd = vllm_command(self.config, self.port)
             log.info("starting tier %s: %s (log: %s)", self.name, " ".join(cmd), self.log_path)
             return await asyncio.create_subprocess_exec(
-                *cmd, stdout=logfile, stderr=asyncio.subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                *cmd, stdout=logfile, stderr=asyncio.subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+                start_new_session=True,
             )
         finally:
             logfile.close()
@@ -138,6 +141,7 @@ class VLLMProcessTier(OpenAIHTTPTier):
                 self._ready.set()
                 log.info("tier %s ready on port %d after %.1f s", self.name, self.port, time.monotonic() - started)
                 code = await self.process.wait()
+                self._kill_group()
             else:
                 code = self.process.returncode
                 if code is None:
@@ -156,16 +160,24 @@ class VLLMProcessTier(OpenAIHTTPTier):
             self.restarts += 1
             await asyncio.sleep(min(30.0, 2.0**self.restarts))
 
+    def _kill_group(self) -> None:
+        """SIGKILL whatever is left of the server's process group (its engine core)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
     async def _terminate(self, grace_s: float = 15.0) -> None:
         proc = self.process
-        if proc is None or proc.returncode is not None:
+        if proc is None:
             return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), grace_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if proc.returncode is None:
+            proc.terminate()  # the API server shuts its engine down on SIGTERM
+            try:
+                await asyncio.wait_for(proc.wait(), grace_s)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self._kill_group()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -168,6 +168,28 @@ def test_litellm_provider_tier(stub, tmp_path):
     assert summary["tiers"]["hosted"]["cost"] == pytest.approx(2 * (2 * 5 + 16 * 20) / 1e6)
 
 
+def test_litellm_tier_without_price_uses_litellm_cost_map(stub, tmp_path):
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    config = stub_config(stub.url, str(tmp_path / "l.db"))
+    config["model_list"].append({"model_name": "mini", "litellm": {"model": "openai/gpt-4o-mini",
+                                                                   "api_base": stub.url + "/v1"}})
+    gw = start_gateway(config, tmp_path, timeout_s=90, env={"OPENAI_API_KEY": "sk-test"})
+    try:
+        resp = httpx.post(gw.url + "/v1/chat/completions", timeout=30,
+                          json={"model": "mini", "messages": [{"role": "user", "content": "p q r"}]})
+        assert resp.status_code == 200, resp.text
+        summary = httpx.get(gw.url + "/v1/costs/summary").json()
+    finally:
+        gw.stop()
+    prompt_cost, completion_cost = litellm.cost_per_token(model="gpt-4o-mini", prompt_tokens=3, completion_tokens=16)
+    assert prompt_cost + completion_cost > 0
+    assert summary["tiers"]["mini"]["cost"] == pytest.approx(prompt_cost + completion_cost)
+
+
 def test_metrics_count_requests_by_tier(stub_gateway):
     httpx.post(stub_gateway.url + "/v1/chat/completions",
                json={"model": "teacher", "messages": [{"role": "user", "content": "hi"}]})

@@ -174,3 +174,29 @@ def test_prompt_beyond_context_is_relayed_as_400(client):
         client.chat.completions.create(model="student", max_tokens=10,
                                        messages=[{"role": "user", "content": "word " * 2000}])
     assert info.value.status_code == 400
+
+
+def test_supervisor_restarts_a_dead_vllm_tier(vllm_gateway, client):
+    """Kill the student's vLLM process: the gateway notices, restarts it, and traffic returns.
+
+    Runs last in this module (it costs a vLLM start-up)."""
+    import os
+    import signal
+
+    from support.processes import wait_until
+
+    before = httpx.get(vllm_gateway.url + "/health").json()["tiers"]["student"]
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        tier = httpx.get(vllm_gateway.url + "/health", timeout=5).json()["tiers"]["student"]
+        return tier["status"] == "ready" and tier["restarts"] == before["restarts"] + 1
+
+    wait_until(restarted, 600, "student tier restart")
+    after = httpx.get(vllm_gateway.url + "/health").json()["tiers"]["student"]
+    assert after["pid"] != before["pid"]
+    # Nothing of the dead server's process group (its engine core) is left holding memory.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(before["pid"], 0)
+    reply = client.chat.completions.create(model="student", messages=HELLO, max_tokens=3)
+    assert reply.choices[0].message.content is not None
