@@ -37,7 +37,7 @@ def gateway_config(upstream_v1: str, db: Path, max_model_len: int | None = None)
     return {"model_list": [{"model_name": "teacher", "role": "teacher", "price": PRICE, "url": url},
                            {"model_name": "student", "role": "student", "price": PRICE, "url": url}],
             "router": {"policy": "fixed", "default_tier": "student"},
-            "ledger": {"url": f"sqlite:///{db}"}, "server": {"log_level": "warning"}}
+            "ledger": {"url": f"sqlite:///{db}"}, "auth": {"enabled": False}, "server": {"log_level": "warning"}}
 
 
 async def compare(direct: str, gateway: str, model_direct: str, messages: list, max_tokens: int,
@@ -89,6 +89,7 @@ def run_vllm(tmp: Path, args) -> dict:
         "model_list": [{"model_name": "tier", "role": "teacher", "price": PRICE,
                         "vllm": {"model": str(student), "port": port, "max_model_len": 512}}],
         "router": {"policy": "fixed", "default_tier": "tier"}, "ledger": {"url": f"sqlite:///{tmp}/sup.db"},
+        "auth": {"enabled": False},
         "server": {"log_level": "warning"}}, tmp, timeout_s=900)
     gw = start_gateway(gateway_config(f"http://127.0.0.1:{port}/v1", tmp / "vllm-ledger.db", 512), tmp, timeout_s=60)
     try:

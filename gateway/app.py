@@ -15,17 +15,22 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.keys import KeyStore
 from gateway.config import GatewayConfig, load_config
 from gateway.entrypoints.chat_completion.api_router import router as chat_router
 from gateway.entrypoints.completion.api_router import router as completion_router
 from gateway.entrypoints.costs.api_router import router as costs_router
 from gateway.entrypoints.health.api_router import router as health_router
+from gateway.entrypoints.keys.api_router import router as keys_router
 from gateway.entrypoints.metrics_api import router as metrics_router
 from gateway.entrypoints.models.api_router import router as models_router
 from gateway.errors import install_error_handlers
+from gateway.ledger import queries
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.schema import make_engine
 from gateway.ledger.writer import LedgerWriter
+from gateway.limits import build_limiter
 from gateway.metrics import GatewayMetrics
 from gateway.routing.policy import build_policy
 from gateway.state import GatewayState
@@ -51,13 +56,18 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policy = build_policy(config.router)
         engine = make_engine(config.ledger.url)
-        ledger = LedgerWriter(engine, config.ledger.batch_size, config.ledger.flush_interval_s)
+        ledger = LedgerWriter(engine, config.ledger.max_batch)
         await ledger.start()
         client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(**_POOL), raise_for_status=False,
                                        timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0))
         tiers = TierRegistry(config, client)
+        keys = KeyStore(engine)
+        auth = Authenticator(config.auth, keys)
+        await auth.start()
+        limiter = build_limiter(config.limits, lambda key_id, since: queries.spent_since(engine, key_id, since))
         app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
-                                          ledger=ledger, pricing=Pricing(config), metrics=GatewayMetrics())
+                                          ledger=ledger, pricing=Pricing(config), metrics=GatewayMetrics(),
+                                          keys=keys, auth=auth, limiter=limiter)
         wait = tier_wait_s if tier_wait_s is not None else max(
             [t.vllm.startup_timeout_s for t in config.model_list if t.vllm] or [10.0])
         try:
@@ -71,6 +81,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         finally:
             await tiers.stop()
             await client.close()
+            await limiter.close()
             await ledger.stop()
             log.info("gateway stopped; ledger drained")
 
@@ -78,6 +89,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
                   description="OpenAI-compatible gateway that routes each request to the cheapest tier "
                               "that is good enough, and books what it cost.")
     install_error_handlers(app)
-    for router in (chat_router, completion_router, models_router, costs_router, health_router, metrics_router):
+    for router in (chat_router, completion_router, models_router, costs_router, keys_router, health_router,
+                   metrics_router):
         app.include_router(router)
     return app

@@ -1,8 +1,9 @@
-"""``python -m gateway``: serve the gateway (and, later, reports and keys)."""
+"""``python -m gateway``: serve the gateway, write cost reports (and, later, manage keys)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -54,13 +55,128 @@ def show_config(config: Path | None = typer.Option(None, "--config", "-c", exist
     typer.echo(yaml.safe_dump(load_config(config).model_dump(mode="json"), sort_keys=False))
 
 
+def _when(value: str | None, option: str) -> datetime | None:
+    """ISO date or date-time; no offset means UTC."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date or time (e.g. 2026-03-01 or 2026-03-01T12:00Z)",
+                                 param_hint=option) from None
+
+
+@app.command()
+def report(
+    config: Path | None = typer.Option(None, "--config", "-c", exists=True, dir_okay=False,
+                                       help="YAML config whose ledger to read (default: the embedded one)"),
+    ledger_url: str | None = typer.Option(None, "--ledger-url", help="ledger database URL (overrides the config)"),
+    since: str | None = typer.Option(None, help="ISO date/time, UTC unless an offset is given; inclusive"),
+    until: str | None = typer.Option(None, help="ISO date/time, UTC unless an offset is given; exclusive"),
+    key: str | None = typer.Option(None, "--key", help="only this API key id"),
+    formats: list[str] = typer.Option(["html"], "--format", "-f", help="html, md, csv or json; repeat for several"),
+    out: Path | None = typer.Option(None, "--out", "-o", file_okay=False, help="output folder (default: <state_dir>/reports)"),
+    bucket: str = typer.Option("day", help="time bucket of the tables and plots: day or hour"),
+    currency: str = typer.Option("$", help="currency sign in the human-readable formats"),
+) -> None:
+    """Write a cost report (spend, teacher counterfactual, savings, latency, routing) from the ledger."""
+    from gateway.reports.data import Filters
+    from gateway.reports.render_text import print_summary
+    from gateway.reports.run import FORMATS, generate
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise typer.BadParameter(f"{', '.join(bad)}: choose from {', '.join(FORMATS)}", param_hint="--format")
+    if bucket not in ("day", "hour"):
+        raise typer.BadParameter("day or hour", param_hint="--bucket")
+    cfg = load_config(config)
+    try:
+        filters = Filters(_when(since, "--since"), _when(until, "--until"), key)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out = out or Path(cfg.state_dir) / "reports"
+    result, written = generate(ledger_url or cfg.ledger.url, filters, formats, out,  # type: ignore[arg-type]
+                               teacher_tier=cfg.teacher_tier, bucket=bucket, currency=currency)  # type: ignore[arg-type]
+    stdout = Console()
+    print_summary(result, stdout, currency)
+    for path in written:
+        stdout.print(f"wrote {path}")
+
+
 @app.command("stub-upstream")
-def stub_upstream(host: str = "127.0.0.1", port: int = 9100, tokens: int = 16) -> None:
+def stub_upstream(host: str = "127.0.0.1", port: int = 9100, tokens: int = 16,
+                  token_delay_ms: float = typer.Option(0.0, help="pause before each streamed token")) -> None:
     """Run a fast fake OpenAI server (for overhead benchmarks and load tests)."""
     from gateway.devtools.stub_upstream import create_stub_app
 
-    uvicorn.run(create_stub_app(tokens), host=host, port=port, log_level="warning", access_log=False,
+    uvicorn.run(create_stub_app(tokens, token_delay_ms / 1000), host=host, port=port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools")
+
+
+keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed in the ledger database).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(config: Path | None, ledger_url: str | None):
+    from gateway.auth.keys import KeyStore
+    from gateway.ledger.schema import make_engine
+
+    return KeyStore(make_engine(ledger_url or load_config(config).ledger.url))
+
+
+_CONFIG_OPT = typer.Option(None, "--config", "-c", exists=True, dir_okay=False, help="gateway config")
+_LEDGER_OPT = typer.Option(None, "--ledger-url", help="database URL (default: the config's ledger)")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="who or what the key is for"),
+    admin: bool = typer.Option(False, help="may manage keys and see every key's costs"),
+    rpm: int | None = typer.Option(None, help="requests per minute"),
+    tpm: int | None = typer.Option(None, help="tokens per minute"),
+    budget: float | None = typer.Option(None, help="money per --budget-period"),
+    budget_period: str | None = typer.Option(None, help="day or month"),
+    config: Path | None = _CONFIG_OPT,
+    ledger_url: str | None = _LEDGER_OPT,
+) -> None:
+    """Create a key and print its secret once (it is stored only as a hash)."""
+    try:
+        key, secret = _key_store(config, ledger_url).create(name, admin=admin, rpm=rpm, tpm=tpm, budget=budget,
+                                                            budget_period=budget_period)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"created [bold]{key.id}[/] ({name}{', admin' if admin else ''}); the secret is shown once:")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT,
+              as_json: bool = typer.Option(False, "--json", help="one JSON document instead of a table")) -> None:
+    """List keys (never their secrets)."""
+    import json
+
+    from rich.table import Table
+
+    keys = _key_store(config, ledger_url).list()
+    if as_json:
+        typer.echo(json.dumps([k.public() for k in keys], indent=2))
+        return
+    table = Table("id", "name", "prefix", "admin", "rpm", "tpm", "budget", "created", "revoked")
+    for k in keys:
+        table.add_row(k.id, k.name, k.prefix + "…", "yes" if k.admin else "", str(k.rpm or ""), str(k.tpm or ""),
+                      f"{k.budget:g}/{k.budget_period}" if k.budget else "", f"{k.created_at:%Y-%m-%d %H:%M}",
+                      f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT) -> None:
+    """Revoke a key; every gateway replica refuses it within auth.cache_ttl_s."""
+    if not _key_store(config, ledger_url).revoke(key_id):
+        console.print(f"[red]no active key {key_id}[/]")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")
 
 
 def main() -> None:

@@ -86,6 +86,9 @@ class TierConfig(_Strict):
     litellm: LiteLLMProvider | None = None
     price: Price | None = None
     timeout_s: float = 600.0
+    fallbacks: list[str] = Field(default_factory=list, description="tiers tried in order when this one fails")
+    breaker_failures: int = Field(default=3, ge=1, description="consecutive failures that open the circuit")
+    breaker_cooldown_s: float = Field(default=10.0, gt=0, description="open at least this long, then probe health")
 
     @model_validator(mode="after")
     def _one_backend(self) -> TierConfig:
@@ -124,12 +127,39 @@ class RouterConfig(_Strict):
 
 
 class LedgerConfig(_Strict):
-    """Where cost rows go. SQLite (WAL) embedded by default; Postgres for many replicas."""
+    """Where cost rows go. SQLite (WAL) embedded by default; Postgres for many replicas.
+
+    ``durability: commit`` (default) finishes a response only after its row is committed
+    (group commit: concurrent requests share a transaction); ``async`` answers first and
+    writes right after, which saves the commit's latency but can lose the last rows to a
+    SIGKILL.
+    """
 
     url: str = "sqlite:///{state_dir}/ledger.db"
-    batch_size: int = Field(default=500, ge=1)
-    flush_interval_s: float = Field(default=0.05, gt=0)
+    durability: Literal["commit", "async"] = "commit"
+    commit_timeout_s: float = Field(default=5.0, gt=0, description="answer anyway after this; the row stays queued")
+    max_batch: int = Field(default=2000, ge=1)
     store_content: bool = Field(default=False, description="store prompts/completions (off: privacy)")
+
+
+class AuthConfig(_Strict):
+    """API keys. On unless a config turns it off (the embedded local demo does).
+
+    Keys live hashed in the ledger database (``python -m gateway keys create``). A bootstrap
+    admin key can come from the environment variable named by ``admin_key_env``.
+    """
+
+    enabled: bool = True
+    admin_key_env: str | None = "TIERWISE_ADMIN_KEY"
+    cache_ttl_s: float = Field(default=5.0, ge=0, description="how quickly a revocation reaches every replica")
+
+
+class LimitsConfig(_Strict):
+    """Per-key rate limits and budgets; shared through Redis across replicas when configured."""
+
+    redis_url: str | None = None
+    default_rpm: int | None = Field(default=None, ge=1, description="requests per minute for keys without their own")
+    default_tpm: int | None = Field(default=None, ge=1, description="tokens per minute for keys without their own")
 
 
 class ServerConfig(_Strict):
@@ -144,6 +174,8 @@ class GatewayConfig(_Strict):
     model_list: Annotated[list[TierConfig], Field(min_length=1)]
     router: RouterConfig = Field(default_factory=RouterConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     teacher: str | None = Field(default=None, description="tier priced as the counterfactual; default: the role: teacher tier")
     state_dir: str = "{project_root}/.tierwise"
@@ -158,6 +190,10 @@ class GatewayConfig(_Strict):
                     raise ValueError(f"model name or alias {name!r} is used twice (or is the reserved 'auto')")
                 seen.add(name)
         names = {t.model_name for t in self.model_list}
+        for tier in self.model_list:
+            unknown = [f for f in tier.fallbacks if f not in names or f == tier.model_name]
+            if unknown:
+                raise ValueError(f"tier {tier.model_name!r} falls back to unknown or itself: {unknown}")
         if self.teacher_tier not in names:
             raise ValueError(f"the counterfactual teacher tier {self.teacher_tier!r} is not in model_list")
         return self

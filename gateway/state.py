@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 from fastapi import Request
 from sqlalchemy.engine import Engine
 
+from gateway.auth.keys import KeyStore
 from gateway.config import GatewayConfig
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import GatewayMetrics
 from gateway.routing.policy import RoutingPolicy
 from gateway.tiers.registry import TierRegistry
+
+if TYPE_CHECKING:  # the authenticator's module imports this one for its dependencies
+    from gateway.auth.authenticator import Authenticator
+    from gateway.limits import Limiter
 
 
 @dataclass
@@ -26,6 +32,9 @@ class GatewayState:
     ledger: LedgerWriter
     pricing: Pricing
     metrics: GatewayMetrics
+    keys: KeyStore
+    auth: Authenticator
+    limiter: Limiter
 
 
 async def get_state(request: Request) -> GatewayState:

@@ -65,6 +65,7 @@ def vllm_gateway(model_dirs, session_tmp) -> ServerProcess:
         "router": {"policy": "trained", "artifact": str(router_artifact), "strong_tier": "teacher",
                    "weak_tier": "student"},
         "ledger": {"url": f"sqlite:///{session_tmp / 'ledger.db'}"},
+        "auth": {"enabled": False},
     }
     gateway = start_gateway(config, session_tmp, timeout_s=900)
     gateway.config = config  # type: ignore[attr-defined]

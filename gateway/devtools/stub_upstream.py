@@ -7,6 +7,7 @@ own overhead stays as small as possible.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -16,7 +17,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
-def create_stub_app(tokens: int = 16) -> Starlette:
+def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0) -> Starlette:
+    """``token_delay_s`` paces streamed tokens (and delays whole answers by tokens x delay)."""
     words = ["tok"] * tokens
 
     def _usage(prompt_tokens: int) -> dict:
@@ -28,6 +30,8 @@ def create_stub_app(tokens: int = 16) -> Starlette:
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         created = int(time.time())
         if not body.get("stream"):
+            if token_delay_s:
+                await asyncio.sleep(token_delay_s * tokens)
             return JSONResponse({
                 "id": "chatcmpl-stub", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words)},
@@ -39,6 +43,8 @@ def create_stub_app(tokens: int = 16) -> Starlette:
         async def events():
             base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": created, "model": model}
             for i, word in enumerate(words):
+                if token_delay_s:
+                    await asyncio.sleep(token_delay_s)
                 delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
                 chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                 yield f"data: {json.dumps(chunk)}\n\n"
@@ -49,6 +55,15 @@ def create_stub_app(tokens: int = 16) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def completion(request: Request) -> Response:
+        body = json.loads(await request.body())
+        prompt = body.get("prompt", "")
+        prompt_tokens = len(str(prompt).split())
+        return JSONResponse({"id": "cmpl-stub", "object": "text_completion", "created": int(time.time()),
+                             "model": body.get("model", "stub"),
+                             "choices": [{"index": 0, "text": " ".join(words), "finish_reason": "stop"}],
+                             "usage": _usage(prompt_tokens)})
+
     async def models(_: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "stub"}]})
 
@@ -57,6 +72,7 @@ def create_stub_app(tokens: int = 16) -> Starlette:
 
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completion, methods=["POST"]),
         Route("/v1/models", models),
         Route("/health", health),
     ])

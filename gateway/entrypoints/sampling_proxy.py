@@ -1,8 +1,9 @@
-"""The request path shared by chat and text completions: validate, route, relay, record.
+"""The request path shared by chat and text completions: validate, admit, route, relay, record.
 
 One class serves both endpoints because the steps are the same and only the request model
-and upstream path differ. Every request that reaches it leaves exactly one ledger row,
-whether it was refused, failed upstream, was cut off by the client, or succeeded.
+and upstream path differ. Every authenticated request that reaches it leaves exactly one
+ledger row, whether it was refused, failed upstream, was cut off by the client, or succeeded;
+with ``ledger.durability: commit`` the row is committed before the response ends.
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
+from gateway.auth.keys import ApiKey
 from gateway.entrypoints.body import read_json_object
 from gateway.entrypoints.protocol_common import SamplingRequest
 from gateway.errors import GatewayError, from_validation_error, model_not_found, tier_unavailable
 from gateway.routing.policy import RouteDecision
 from gateway.state import GatewayState
-from gateway.tiers.base import Endpoint, Tier, UpstreamError
+from gateway.tiers.base import Endpoint, Tier, UpstreamError, UpstreamReply
 
 log = logging.getLogger("gateway.requests")
 
 AUTO = "auto"
+DONE_EVENT = b"data: [DONE]\n\n"
 
 # Request ids: a random per-process prefix and a counter. Unique across replicas and
 # restarts, and without a urandom syscall per request (uuid4 showed in profiles).
@@ -47,11 +50,14 @@ class RequestRecord:
     """What the ledger learns about one request, filled in as it goes."""
 
     endpoint: str
+    key: ApiKey | None = None
     started: float = field(default_factory=time.perf_counter)
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     request_id: str = field(default_factory=new_request_id)
     requested_model: str = ""
     tier: str | None = None
+    fallback_from: str | None = None
+    attempts: int = 0
     decision: RouteDecision | None = None
     stream: bool = False
     user: str | None = None
@@ -61,6 +67,8 @@ class RequestRecord:
     status: str = "ok"
     http_status: int = 200
     error: str | None = None
+    prompt: str | None = None
+    completion: list[str] | None = None
 
     def fail(self, exc: GatewayError | UpstreamError, status: str = "error") -> None:
         self.status, self.http_status, self.error = status, exc.status_code, exc.message
@@ -76,31 +84,36 @@ class SamplingProxy:
         self.endpoint = endpoint
         self.request_model = request_model
 
-    async def handle(self, request: Request, state: GatewayState) -> Response:
-        record = RequestRecord(endpoint=self.endpoint)
+    async def handle(self, request: Request, state: GatewayState, key: ApiKey | None) -> Response:
+        record = RequestRecord(endpoint=self.endpoint, key=key)
         try:
             body = await read_json_object(request, state.config.server.max_body_bytes)
             record.requested_model = str(body.get("model", ""))[:256]
             parsed = self._validate(body, state)
             record.stream, record.user = parsed.stream, parsed.user
-            tier = self._choose_tier(parsed, record, state)
-            self._check_budget(parsed, tier)
-            upstream_body = self._upstream_body(body, parsed)
-            headers = self._headers(record)
+            if state.config.ledger.store_content:
+                record.prompt = json.dumps(body.get("messages", body.get("prompt")))[:100_000]
+                record.completion = []
+            if key is not None:
+                await state.limiter.admit(key)
+            tiers = self._candidates(parsed, record, state)
+            self._check_budget(parsed, tiers[0])
             if parsed.stream:
-                return await self._stream(tier, upstream_body, parsed, record, state, headers)
-            reply = await tier.complete(self.endpoint, upstream_body)
+                return await self._stream(tiers, body, parsed, record, state)
+            reply = await self._complete(tiers, body, record)
         except (GatewayError, UpstreamError) as exc:
             record.fail(exc, "rejected" if isinstance(exc, GatewayError) else "error")
-            self._finish(record, state)
+            await self._finish(record, state)
             error = exc if isinstance(exc, GatewayError) else _as_gateway_error(exc)
             error.headers = {**(error.headers or {}), **self._headers(record)}
             raise error from None
         record.take_usage(reply.data.get("usage"))
-        self._finish(record, state)
-        return Response(content=reply.content, media_type="application/json", headers=headers)
+        if record.completion is not None:
+            record.completion.extend(_reply_texts(reply.data))
+        await self._finish(record, state)
+        return Response(content=reply.content, media_type="application/json", headers=self._headers(record))
 
-    # -- steps -------------------------------------------------------------------------
+    # -- admission ---------------------------------------------------------------------
     def _validate(self, body: dict, state: GatewayState) -> SamplingRequest:
         try:
             parsed = self.request_model.model_validate(body)
@@ -112,34 +125,6 @@ class SamplingProxy:
                                f"{state.config.server.max_messages}.", param="messages", code="too_many_messages")
         return parsed
 
-    def _choose_tier(self, parsed: SamplingRequest, record: RequestRecord, state: GatewayState) -> Tier:
-        if parsed.model == AUTO:
-            decision = state.policy.route(parsed.routing_messages())  # type: ignore[attr-defined]
-            tier = state.tiers.resolve(decision.tier)
-            if tier is None or not tier.is_ready:
-                tier, decision = self._fallback(decision, state)
-            record.decision = decision
-        else:
-            tier = state.tiers.resolve(parsed.model)
-            if tier is None:
-                raise model_not_found(parsed.model)
-            if not tier.is_ready:
-                record.tier = tier.name
-                raise tier_unavailable(tier.name, tier.status.value + (f" ({tier.detail})" if tier.detail else ""))
-        record.tier = tier.name
-        return tier
-
-    @staticmethod
-    def _fallback(decision: RouteDecision, state: GatewayState) -> tuple[Tier, RouteDecision]:
-        """The routed tier is not serving: take the strong tier, else any ready tier."""
-        ready = state.tiers.ready()
-        if not ready:
-            raise tier_unavailable(decision.tier, "no tier is ready")
-        strong = state.tiers.resolve(state.config.router.strong_tier)
-        chosen = strong if strong is not None and strong.is_ready else ready[0]
-        log.info("routed tier %s is not ready; sending to %s", decision.tier, chosen.name)
-        return chosen, RouteDecision(chosen.name, decision.score, decision.threshold, decision.policy + "+fallback")
-
     @staticmethod
     def _check_budget(parsed: SamplingRequest, tier: Tier) -> None:
         budget, limit = parsed.completion_budget, tier.max_model_len
@@ -150,13 +135,125 @@ class SamplingProxy:
                 param="max_tokens", code="context_length_exceeded",
             )
 
-    @staticmethod
-    def _upstream_body(body: dict, parsed: SamplingRequest) -> dict:
-        """The client's body as sent (vendor fields pass through); streams always report usage."""
-        if parsed.stream:
-            return {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-        return body
+    # -- routing and failover ----------------------------------------------------------
+    def _candidates(self, parsed: SamplingRequest, record: RequestRecord, state: GatewayState) -> list[Tier]:
+        """The tiers to try, in order: the chosen one (if it can take traffic), then its fallbacks."""
+        if parsed.model == AUTO:
+            decision = state.policy.route(parsed.routing_messages())  # type: ignore[attr-defined]
+            record.decision = decision
+            chosen = state.tiers.resolve(decision.tier)
+            if chosen is None:
+                raise tier_unavailable(decision.tier, "the router chose a tier that is not configured")
+        else:
+            chosen = state.tiers.resolve(parsed.model)
+            if chosen is None:
+                raise model_not_found(parsed.model)
+        record.tier = chosen.name
+        order = [chosen, *(state.tiers.resolve(name) for name in chosen.config.fallbacks)]
+        if parsed.model == AUTO:  # routing may always end at the strong tier
+            order.append(state.tiers.resolve(state.config.router.strong_tier))
+        candidates: list[Tier] = []
+        for tier in order:
+            if tier is not None and tier.available and tier not in candidates:
+                candidates.append(tier)
+        if not candidates:
+            detail = chosen.status.value + (" (circuit open)" if chosen.breaker.is_open else "")
+            raise tier_unavailable(chosen.name, detail + (f": {chosen.detail}" if chosen.detail else ""))
+        if candidates[0] is not chosen:
+            self._note_fallback(record, chosen.name, candidates[0].name, "not available")
+        return candidates
 
+    @staticmethod
+    def _note_fallback(record: RequestRecord, from_tier: str, to_tier: str, why: str) -> None:
+        log.info("request %s: tier %s %s, falling back to %s", record.request_id, from_tier, why, to_tier)
+        record.fallback_from = record.fallback_from or from_tier
+        record.tier = to_tier
+        if record.decision is not None:
+            d = record.decision
+            record.decision = RouteDecision(to_tier, d.score, d.threshold, d.policy.split("+")[0] + "+fallback")
+
+    def _failed(self, tier: Tier, exc: UpstreamError, rest: list[Tier], record: RequestRecord) -> None:
+        """Count a failure against the tier; re-raise unless it is the tier's fault and a fallback is left."""
+        if exc.status_code < 500:
+            raise exc  # the request itself is bad: another tier would refuse it too
+        tier.breaker.failure()
+        if not rest:
+            raise exc
+        self._note_fallback(record, tier.name, rest[0].name, f"failed ({exc.status_code}: {exc.message})")
+
+    async def _complete(self, tiers: list[Tier], body: dict, record: RequestRecord) -> UpstreamReply:
+        for i, tier in enumerate(tiers):
+            record.attempts += 1
+            try:
+                reply = await tier.complete(self.endpoint, body)
+            except UpstreamError as exc:
+                self._failed(tier, exc, tiers[i + 1:], record)
+                continue
+            tier.breaker.success()
+            return reply
+        raise AssertionError("unreachable: the last failure re-raises")
+
+    # -- streaming ---------------------------------------------------------------------
+    async def _stream(self, tiers: list[Tier], body: dict, parsed: SamplingRequest, record: RequestRecord,
+                      state: GatewayState) -> StreamingResponse:
+        """Open the stream, failing over until a tier sends its first event; then relay it."""
+        for i, tier in enumerate(tiers):
+            record.attempts += 1
+            options = {**(body.get("stream_options") or {}), **tier.stream_usage_options()}
+            events = tier.stream(self.endpoint, {**body, "stream_options": options})
+            try:
+                first = await anext(events)
+            except StopAsyncIteration:
+                exc = UpstreamError(502, f"tier `{tier.name}` closed the stream without answering")
+            except UpstreamError as err:
+                exc = err
+            else:
+                tier.breaker.success()
+                relay = self._relay(first, events, parsed, record, state)
+                return StreamingResponse(relay, media_type="text/event-stream", headers={
+                    **self._headers(record), "cache-control": "no-cache", "x-accel-buffering": "no"})
+            self._failed(tier, exc, tiers[i + 1:], record)
+        raise AssertionError("unreachable: the last failure re-raises")
+
+    async def _relay(self, first: bytes, events: AsyncIterator[bytes], parsed: SamplingRequest,
+                     record: RequestRecord, state: GatewayState) -> AsyncIterator[bytes]:
+        """Pass events through one by one, reading usage on the way.
+
+        Usage the client did not ask for is taken out (the gateway always asks the tier for
+        it). The row is committed before ``[DONE]``, so a stream that ended has its row.
+        """
+        record.ttft_ms = (time.perf_counter() - record.started) * 1000
+        options = parsed.stream_options
+        wants_final = bool(options and options.include_usage)
+        wants_continuous = bool(options and getattr(options, "continuous_usage_stats", False))
+        finished = False
+        try:
+            event: bytes | None = first
+            while event is not None:
+                if event.strip().replace(b" ", b"") == b"data:[DONE]":
+                    break
+                if b'"usage"' in event or record.completion is not None:
+                    event = _inspect_chunk(event, record, wants_final, wants_continuous)
+                if event is not None:
+                    yield event
+                event = await anext(events, None)
+            await self._finish(record, state)
+            finished = True
+            yield DONE_EVENT
+        except UpstreamError as exc:
+            record.fail(exc)
+            await self._finish(record, state)
+            finished = True
+            yield b"data: " + json.dumps(_as_gateway_error(exc).body()).encode() + b"\n\n" + DONE_EVENT
+        except (asyncio.CancelledError, GeneratorExit):
+            record.status, record.http_status, record.error = "client_disconnected", 499, "client went away mid-stream"
+            raise
+        finally:
+            await events.aclose()
+            if not finished:
+                self._finish_nowait(record, state)
+
+    # -- booking -----------------------------------------------------------------------
     @staticmethod
     def _headers(record: RequestRecord) -> dict[str, str]:
         headers = {"x-request-id": record.request_id}
@@ -164,55 +261,27 @@ class SamplingProxy:
             headers["x-tierwise-tier"] = record.tier
         if record.decision is not None and record.decision.score is not None:
             headers["x-tierwise-route-score"] = f"{record.decision.score:.4f}"
+        if record.fallback_from:
+            headers["x-tierwise-fallback-from"] = record.fallback_from
         return headers
 
-    async def _stream(self, tier: Tier, body: dict, parsed: SamplingRequest, record: RequestRecord,
-                      state: GatewayState, headers: dict[str, str]) -> StreamingResponse:
-        events = tier.stream(self.endpoint, body)
-        try:
-            first = await events.__anext__()  # upstream refusals surface here, as a proper HTTP error
-        except StopAsyncIteration:
-            raise UpstreamError(502, f"tier `{tier.name}` closed the stream without answering") from None
-        relay = self._relay(first, events, parsed.wants_stream_usage, record, state)
-        return StreamingResponse(relay, media_type="text/event-stream",
-                                 headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
-
-    async def _relay(self, first: bytes, events: AsyncIterator[bytes], client_wants_usage: bool,
-                     record: RequestRecord, state: GatewayState) -> AsyncIterator[bytes]:
-        """Pass events through one by one; read usage on the way; hide it if not asked for."""
-        record.ttft_ms = (time.perf_counter() - record.started) * 1000
-        try:
-            event: bytes | None = first
-            while event is not None:
-                if b'"usage"' in event and _read_usage(event, record) and not client_wants_usage:
-                    event = None
-                if event is not None:
-                    yield event
-                event = await anext(events, None)
-        except UpstreamError as exc:
-            record.fail(exc)
-            yield b"data: " + json.dumps(_as_gateway_error(exc).body()).encode() + b"\n\ndata: [DONE]\n\n"
-        except (asyncio.CancelledError, GeneratorExit):
-            record.status, record.http_status, record.error = "client_disconnected", 499, "client went away mid-stream"
-            raise
-        finally:
-            await events.aclose()
-            self._finish(record, state)
-
-    @staticmethod
-    def _finish(record: RequestRecord, state: GatewayState) -> None:
-        cost, teacher_cost = state.pricing.costs(record.tier, record.prompt_tokens, record.completion_tokens)
+    def _finish_nowait(self, record: RequestRecord, state: GatewayState) -> asyncio.Future:
+        """Book the row (and the key's usage) without waiting for the commit."""
+        cost, teacher_cost = state.pricing.costs(record.tier if record.status != "rejected" else None,
+                                                 record.prompt_tokens, record.completion_tokens)
         decision = record.decision
         row = {
             "ts": record.ts,
             "request_id": record.request_id,
-            "api_key_id": None,
+            "api_key_id": record.key.id if record.key else None,
             "endpoint": record.endpoint,
             "requested_model": record.requested_model,
             "tier": record.tier,
             "route_policy": decision.policy if decision else None,
             "route_score": decision.score if decision else None,
             "route_threshold": decision.threshold if decision else None,
+            "fallback_from": record.fallback_from,
+            "attempts": record.attempts,
             "stream": record.stream,
             "prompt_tokens": record.prompt_tokens,
             "completion_tokens": record.completion_tokens,
@@ -224,25 +293,75 @@ class SamplingProxy:
             "cost": cost,
             "teacher_cost": teacher_cost,
             "user": record.user,
-            "prompt": None,
-            "completion": None,
+            "prompt": record.prompt,
+            "completion": "".join(record.completion) if record.completion is not None else None,
         }
-        state.ledger.record(row)
+        committed = state.ledger.record(row)
         state.metrics.observe(row)
+        if record.key is not None and (record.prompt_tokens or record.completion_tokens):
+            settle = asyncio.ensure_future(state.limiter.settle(
+                record.key, record.prompt_tokens + record.completion_tokens, cost))
+            settle.add_done_callback(_log_settle_error)
+        return committed
+
+    async def _finish(self, record: RequestRecord, state: GatewayState) -> None:
+        committed = self._finish_nowait(record, state)
+        if state.config.ledger.durability == "commit":
+            try:
+                await asyncio.wait_for(asyncio.shield(committed), state.config.ledger.commit_timeout_s)
+            except TimeoutError:
+                log.warning("request %s answered before its ledger row was committed (still queued)",
+                            record.request_id)
 
 
-def _read_usage(event: bytes, record: RequestRecord) -> bool:
-    """Take usage from an SSE event; True if the event is the usage-only final chunk."""
+def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, wants_continuous: bool) -> bytes | None:
+    """Read usage (and, when storing content, text) from one SSE event; return what to forward."""
     payload = event.strip().removeprefix(b"data:").strip()
     try:
         data = json.loads(payload)
     except ValueError:
-        return False
-    usage = data.get("usage") if isinstance(data, dict) else None
+        return event
+    if not isinstance(data, dict):
+        return event
+    if record.completion is not None:
+        record.completion.extend(_chunk_texts(data))
+    usage = data.get("usage")
     if not usage:
-        return False
+        return event
     record.take_usage(usage)
-    return not data.get("choices")
+    if not data.get("choices"):  # the usage-only final chunk
+        return event if wants_final else None
+    if wants_final or wants_continuous:  # some providers put the final usage on the last choice chunk
+        return event
+    del data["usage"]
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _chunk_texts(data: dict) -> list[str]:
+    out = []
+    for choice in data.get("choices") or []:
+        delta = choice.get("delta") or {}
+        text = delta.get("content") if isinstance(delta, dict) else None
+        text = text if text is not None else choice.get("text")
+        if isinstance(text, str):
+            out.append(text)
+    return out
+
+
+def _reply_texts(data: dict) -> list[str]:
+    out = []
+    for choice in data.get("choices") or []:
+        message = choice.get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        text = text if text is not None else choice.get("text")
+        if isinstance(text, str):
+            out.append(text)
+    return out
+
+
+def _log_settle_error(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("limits: counting usage failed: %s", task.exception())
 
 
 def _as_gateway_error(exc: UpstreamError) -> GatewayError:

@@ -36,6 +36,8 @@ requests_table = Table(
     Column("route_policy", String(32)),
     Column("route_score", Float),
     Column("route_threshold", Float),
+    Column("fallback_from", String(128)),
+    Column("attempts", Integer, nullable=False, default=1),
     Column("stream", Boolean, nullable=False, default=False),
     Column("prompt_tokens", Integer, nullable=False, default=0),
     Column("completion_tokens", Integer, nullable=False, default=0),
@@ -49,6 +51,23 @@ requests_table = Table(
     Column("user", String(256)),
     Column("prompt", Text),
     Column("completion", Text),
+)
+
+
+api_keys_table = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("budget", Float),
+    Column("budget_period", String(8)),
 )
 
 

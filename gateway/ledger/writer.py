@@ -1,11 +1,17 @@
-"""Writes ledger rows off the request path, in batches, without losing any.
+"""Writes ledger rows in group commits, without losing any.
 
-Requests hand their row to ``record`` (a list append, no I/O) and return. A background task
-wakes every ``flush_interval_s`` (or when a batch is full), and writes everything pending in
-one transaction on a worker thread, so the event loop never waits on the database. A failed
-write keeps its rows and tries again; ``stop`` drains everything before the process exits;
-``flush`` lets a reader (the cost summary) see every row recorded before it asked. Inserts
-ignore a request id already present, so a retry after an ambiguous commit cannot double-count.
+A request hands its row to ``record`` (a list append, no I/O) and gets a future that resolves
+once the row is committed. A background task writes everything pending in one transaction on
+a worker thread, so the event loop never waits on the database; rows that arrive while a
+write is in flight form the next batch (group commit), so many concurrent requests share one
+commit and throughput holds. With ``durability: commit`` the request path awaits that future
+before the response ends, so a response the client saw complete always has its row, even if
+the gateway is killed with SIGKILL right after. With ``async`` it does not wait.
+
+A failed write keeps its rows and retries with back-off; ``stop`` drains everything before the
+process exits; ``flush`` lets a reader (the cost summary) see every row recorded before it
+asked. Inserts skip a request id already present, so a retry after an ambiguous commit cannot
+double-count.
 """
 
 from __future__ import annotations
@@ -23,41 +29,37 @@ log = logging.getLogger("gateway.ledger")
 
 
 class LedgerWriter:
-    def __init__(self, engine: Engine, batch_size: int = 500, flush_interval_s: float = 0.05) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 2000) -> None:
         self.engine = engine
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self._pending: list[dict] = []
+        self.max_batch = max_batch
+        self._pending: list[tuple[dict, asyncio.Future]] = []
         self._wake = asyncio.Event()
-        self._written_seq = 0  # rows committed so far (monotonic)
-        self._recorded_seq = 0  # rows handed to record() so far
-        self._committed = asyncio.Condition()
         self._task: asyncio.Task | None = None
         self._db_lock = threading.Lock()
+        self._insert_stmt = self._statement()
         self.write_errors = 0
+        self.committed = 0
 
     @property
     def backlog(self) -> int:
-        return self._recorded_seq - self._written_seq
+        return len(self._pending)
 
-    def record(self, row: dict) -> None:
-        """Queue one row; never blocks, never raises."""
-        self._pending.append(row)
-        self._recorded_seq += 1
-        if len(self._pending) >= self.batch_size:
-            self._wake.set()
+    def record(self, row: dict) -> asyncio.Future:
+        """Queue one row; never blocks, never raises. The future resolves when it is committed."""
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((row, done))
+        self._wake.set()
+        return done
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
     async def flush(self) -> None:
         """Return once every row recorded before this call is committed."""
-        target = self._recorded_seq
-        if self._written_seq >= target:
-            return
-        self._wake.set()
-        async with self._committed:
-            await self._committed.wait_for(lambda: self._written_seq >= target)
+        waiting = [done for _, done in self._pending]
+        if waiting:
+            self._wake.set()
+            await asyncio.gather(*(asyncio.shield(d) for d in waiting))
 
     async def stop(self) -> None:
         """Write everything still pending, then stop the background task."""
@@ -70,7 +72,7 @@ class LedgerWriter:
         for attempt in range(5):
             if not self._pending:
                 break
-            if not await self._write_pending():
+            if not await self._write_batch():
                 await asyncio.sleep(0.2 * (attempt + 1))
         if self._pending:
             log.error("ledger: %d rows could not be written at shutdown", len(self._pending))
@@ -78,35 +80,35 @@ class LedgerWriter:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
-            except TimeoutError:
-                pass
+            await self._wake.wait()
             self._wake.clear()
-            if self._pending and not await self._write_pending():
-                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.write_errors, 6)))
+            while self._pending:
+                if not await self._write_batch():
+                    await asyncio.sleep(min(5.0, 0.05 * 2 ** min(self.write_errors, 7)))
 
-    async def _write_pending(self) -> bool:
-        rows, self._pending = self._pending, []
+    async def _write_batch(self) -> bool:
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
         try:
-            await asyncio.to_thread(self._insert, rows)
+            await asyncio.to_thread(self._insert, [row for row, _ in batch])
         except Exception:
             self.write_errors += 1
-            log.exception("ledger: writing %d rows failed; they will be retried", len(rows))
-            self._pending[:0] = rows
+            log.exception("ledger: writing %d rows failed; they will be retried", len(batch))
+            self._pending[:0] = batch
             return False
-        self._written_seq += len(rows)
-        async with self._committed:
-            self._committed.notify_all()
+        self.committed += len(batch)
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
         return True
 
-    def _insert(self, rows: list[dict]) -> None:
+    def _statement(self):
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
-            stmt = postgresql.insert(requests_table).on_conflict_do_nothing(index_elements=["request_id"])
-        elif dialect == "sqlite":
-            stmt = sqlite.insert(requests_table).on_conflict_do_nothing(index_elements=["request_id"])
-        else:
-            stmt = requests_table.insert()
+            return postgresql.insert(requests_table).on_conflict_do_nothing(index_elements=["request_id"])
+        if dialect == "sqlite":
+            return sqlite.insert(requests_table).on_conflict_do_nothing(index_elements=["request_id"])
+        return requests_table.insert()
+
+    def _insert(self, rows: list[dict]) -> None:
         with self._db_lock, self.engine.begin() as conn:
-            conn.execute(stmt, rows)
+            conn.execute(self._insert_stmt, rows)

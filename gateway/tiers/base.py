@@ -7,6 +7,8 @@ answer and ``stream`` for server-sent events, and reads ``status``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.config import TierConfig
+from gateway.tiers.breaker import CircuitBreaker
 
 Endpoint = Literal["chat", "completion"]
 
@@ -49,12 +52,16 @@ class UpstreamError(Exception):
 
 
 class Tier(ABC):
-    """One configured model tier."""
+    """One configured model tier, with its health state and circuit breaker."""
+
+    health_interval_s = 5.0
 
     def __init__(self, config: TierConfig) -> None:
         self.config = config
         self.status = TierStatus.STARTING
         self.detail = ""
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
+        self._health_task: asyncio.Task | None = None
 
     @property
     def name(self) -> str:
@@ -69,17 +76,46 @@ class Tier(ABC):
         return self.status is TierStatus.READY
 
     @property
+    def available(self) -> bool:
+        """Ready and not cut off by its circuit breaker: may take traffic now."""
+        return self.status is TierStatus.READY and self.breaker.allow()
+
+    @property
     def max_model_len(self) -> int | None:
         return self.config.max_model_len
 
     def health(self) -> dict:
-        return {"status": self.status.value, "kind": self.config.kind, "role": self.config.role, "detail": self.detail}
+        return {"status": self.status.value, "kind": self.config.kind, "role": self.config.role,
+                "detail": self.detail, "circuit": self.breaker.state()}
 
     async def start(self) -> None:
         """Bring the tier up (start a process, first health check)."""
 
     async def stop(self) -> None:
         """Release what ``start`` took."""
+        if self._health_task:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+
+    async def probe(self) -> bool:
+        """One health check (overridden by tiers that have a health endpoint)."""
+        return self.is_ready
+
+    def watch_health(self) -> None:
+        """Probe periodically (every second while the circuit is open); a pass closes it."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(1.0 if self.breaker.is_open else self.health_interval_s)
+                if await self.probe():
+                    self.breaker.health_ok()
+
+        self._health_task = asyncio.create_task(loop(), name=f"health:{self.name}")
+
+    def stream_usage_options(self) -> dict:
+        """``stream_options`` the gateway adds so a stream reports its usage."""
+        return {"include_usage": True}
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Wait until the tier is ready or clearly not coming; True if ready."""

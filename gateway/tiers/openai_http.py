@@ -11,7 +11,6 @@ which made the upstream client the largest cost of a proxied request.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -63,23 +62,15 @@ class OpenAIHTTPTier(Tier):
         key = os.environ.get(key_env, "") if key_env else ""
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.timeout = aiohttp.ClientTimeout(total=config.timeout_s, connect=5.0)
-        self._health_task: asyncio.Task | None = None
 
     def health(self) -> dict:
         return {**super().health(), "base_url": self.base_url}
 
     async def start(self) -> None:
-        await self.check_health()
-        self._health_task = asyncio.create_task(self._watch_health(), name=f"health:{self.name}")
+        await self.probe()
+        self.watch_health()
 
-    async def stop(self) -> None:
-        if self._health_task:
-            self._health_task.cancel()
-
-    async def wait_ready(self, timeout_s: float) -> bool:
-        return self.is_ready
-
-    async def check_health(self) -> bool:
+    async def probe(self) -> bool:
         """Ask the server for its model list; ready when it answers 200."""
         try:
             async with self.client.get(f"{self.base_url}/models", headers=self.headers,
@@ -90,11 +81,6 @@ class OpenAIHTTPTier(Tier):
             ok, self.detail = False, f"unreachable: {type(exc).__name__}"
         self.status = TierStatus.READY if ok else TierStatus.DOWN
         return ok
-
-    async def _watch_health(self, interval_s: float = 10.0) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            await self.check_health()
 
     def _payload(self, body: dict) -> dict:
         return {**body, "model": self.upstream_model}
@@ -122,6 +108,7 @@ class OpenAIHTTPTier(Tier):
             resp = await self.client.post(url, json=self._payload(body), headers=self.headers, timeout=self.timeout)
         except TransportErrors as exc:
             raise _transport_error(self.name, exc) from exc
+        complete = False
         try:
             if resp.status != 200:
                 content = await resp.read()
@@ -137,7 +124,13 @@ class OpenAIHTTPTier(Tier):
                     yield event
             if buffer.strip():
                 yield buffer + b"\n\n"
+            complete = True
         except TransportErrors as exc:
             raise _transport_error(self.name, exc) from exc
         finally:
-            resp.release()
+            # Closing (not releasing) an unfinished stream drops the connection, which is how
+            # the server learns the client is gone and stops generating.
+            if complete:
+                resp.release()
+            else:
+                resp.close()

@@ -94,6 +94,20 @@ class VLLMProcessTier(OpenAIHTTPTier):
             self._gave_up.set()
             return
         self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise:{self.name}")
+        self.watch_health()
+
+    async def probe(self) -> bool:
+        """vLLM's own /health (the supervisor, not this probe, owns the tier's status)."""
+        try:
+            async with self.client.get(f"http://{self.server.host}:{self.port}/health",
+                                       timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    def stream_usage_options(self) -> dict:
+        """vLLM can report usage on every chunk: a client that hangs up is billed what it got."""
+        return {"include_usage": True, "continuous_usage_stats": True}
 
     async def wait_ready(self, timeout_s: float) -> bool:
         ready = asyncio.ensure_future(self._ready.wait())
@@ -120,13 +134,8 @@ class VLLMProcessTier(OpenAIHTTPTier):
     async def _await_healthy(self, process: asyncio.subprocess.Process) -> bool:
         deadline = time.monotonic() + self.server.startup_timeout_s
         while time.monotonic() < deadline and process.returncode is None:
-            try:
-                async with self.client.get(f"http://{self.server.host}:{self.port}/health",
-                                           timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
-                    if resp.status == 200:
-                        return True
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            if await self.probe():
+                return True
             await asyncio.sleep(0.5)
         return False
 
@@ -181,6 +190,7 @@ class VLLMProcessTier(OpenAIHTTPTier):
 
     async def stop(self) -> None:
         self._stopping = True
+        await super().stop()
         await self._terminate()
         if self._supervisor:
             self._supervisor.cancel()

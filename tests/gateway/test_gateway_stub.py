@@ -26,6 +26,7 @@ def stub_config(stub_url: str, db: str, **extra) -> dict:
         ],
         "router": {"policy": "fixed", "default_tier": "student"},
         "ledger": {"url": f"sqlite:///{db}"},
+        "auth": {"enabled": False},
         **extra,
     }
 

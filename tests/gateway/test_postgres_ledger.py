@@ -24,6 +24,7 @@ def test_postgres_ledger_rows_and_summary(vllm_gateway, postgres_url, tmp_path):
         ],
         "router": {"policy": "fixed", "default_tier": "student"},
         "ledger": {"url": postgres_url},
+        "auth": {"enabled": False},
     }
     gw = start_gateway(config, tmp_path, timeout_s=60)
     try:

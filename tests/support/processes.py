@@ -68,10 +68,11 @@ def _spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Po
                                 env={**os.environ, **(env or {})})
 
 
-def start_stub(tmp: Path, tokens: int = 16) -> ServerProcess:
-    port = free_port()
+def start_stub(tmp: Path, tokens: int = 16, token_delay_ms: float = 0, port: int | None = None) -> ServerProcess:
+    port = port or free_port()
     log = tmp / f"stub-{port}.log"
-    proc = _spawn(["gateway", "stub-upstream", "--port", str(port), "--tokens", str(tokens)], log)
+    proc = _spawn(["gateway", "stub-upstream", "--port", str(port), "--tokens", str(tokens),
+                   "--token-delay-ms", str(token_delay_ms)], log)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(url + "/health").status_code == 200, 30, "stub upstream", proc, log)
     return ServerProcess(proc, url, log)

@@ -3,6 +3,8 @@
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from gateway.auth.authenticator import caller
+from gateway.auth.keys import ApiKey
 from gateway.entrypoints.body import openapi_body
 from gateway.entrypoints.completion.protocol import CompletionRequest
 from gateway.entrypoints.completion.serving import serving_completion
@@ -12,6 +14,7 @@ router = APIRouter()
 
 
 @router.post("/v1/completions", openapi_extra=openapi_body(CompletionRequest), tags=["openai"])
-async def create_completion(request: Request, state: GatewayState = Depends(get_state)) -> Response:
+async def create_completion(request: Request, state: GatewayState = Depends(get_state),
+                                 key: ApiKey | None = Depends(caller)) -> Response:
     """OpenAI text completion; ``model: "auto"`` lets the router pick the tier."""
-    return await serving_completion.handle(request, state)
+    return await serving_completion.handle(request, state, key)
