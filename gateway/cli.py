@@ -1,4 +1,4 @@
-"""``python -m gateway``: serve the gateway, write cost reports (and, later, manage keys)."""
+"""``python -m gateway``: serve the gateway, manage API keys, write cost reports."""
 
 from __future__ import annotations
 

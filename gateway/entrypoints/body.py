@@ -8,6 +8,7 @@ OpenAI-style 4xx instead of whatever the framework would have said.
 from __future__ import annotations
 
 import json
+import re
 
 from fastapi import Request
 from pydantic import BaseModel
@@ -45,7 +46,29 @@ async def read_json_object(request: Request, max_bytes: int) -> dict:
         raise GatewayError(f"We could not parse the JSON body of your request: {exc}.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise GatewayError("The JSON body must be an object.", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise GatewayError("The JSON body holds a lone UTF-16 surrogate (\\uD800-\\uDFFF), which is not text.",
+                           code="invalid_json")
     return body
+
+
+# JSON may spell a lone UTF-16 surrogate as an escape; Python then holds a string that no
+# database, tokenizer or UTF-8 encoder accepts. Only bodies with such an escape are walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _too_large(max_bytes: int) -> GatewayError:
@@ -54,6 +77,22 @@ def _too_large(max_bytes: int) -> GatewayError:
 
 
 def openapi_body(model: type[BaseModel]) -> dict:
-    """``openapi_extra`` documenting a body that the route reads by hand (for clients and fuzzers)."""
+    """``openapi_extra`` documenting a body that the route reads by hand (for clients and fuzzers).
+
+    Pydantic puts nested models under ``$defs`` with document-relative references, which do
+    not resolve once the schema sits inside the OpenAPI document; they are inlined here.
+    """
     schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    defs = schema.pop("$defs", {})
+
+    def inline(node: object) -> object:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}

@@ -22,6 +22,7 @@ import threading
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
 from gateway.ledger.schema import requests_table
 
@@ -110,5 +111,37 @@ class LedgerWriter:
         return requests_table.insert()
 
     def _insert(self, rows: list[dict]) -> None:
-        with self._db_lock, self.engine.begin() as conn:
-            conn.execute(self._insert_stmt, rows)
+        try:
+            with self._db_lock, self.engine.begin() as conn:
+                conn.execute(self._insert_stmt, rows)
+        except (DataError, IntegrityError, StatementError) as exc:
+            if isinstance(getattr(exc, "orig", None), ConnectionError):
+                raise
+            # One row the database refuses must not hold the others hostage: write them one by
+            # one, each refused row once more with its free-text fields made safe.
+            log.error("ledger: batch of %d refused (%s); writing row by row", len(rows), type(exc).__name__)
+            for row in rows:
+                self._insert_one(row)
+
+    def _insert_one(self, row: dict) -> None:
+        for candidate in (row, _sanitised(row)):
+            try:
+                with self._db_lock, self.engine.begin() as conn:
+                    conn.execute(self._insert_stmt, [candidate])
+                return
+            except (DataError, IntegrityError, StatementError) as exc:
+                error = exc
+        log.error("ledger: row %s refused by the database even sanitised: %s", row.get("request_id"), error)
+
+
+_FREE_TEXT = ("requested_model", "user", "error", "prompt", "completion")
+
+
+def _sanitised(row: dict) -> dict:
+    """The row with client-controlled text made valid UTF-8 and cut to its column size."""
+    out = dict(row)
+    for name in _FREE_TEXT:
+        value = out.get(name)
+        if isinstance(value, str):
+            out[name] = value.encode("utf-8", "replace").decode("utf-8")[: 100_000 if name in ("prompt", "completion", "error") else 256]
+    return out

@@ -1,18 +1,24 @@
-"""``GET /v1/costs/summary``: spend, the all-teacher counterfactual and the savings.
+"""``GET /v1/costs/summary`` and ``GET /v1/costs/timeseries``: spend, the all-teacher
+counterfactual and the savings, for a period, in total or per UTC day/hour.
 
 Admin keys see everything (and may filter by ``key``); any other key sees its own costs only.
 """
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 
 from gateway.auth.authenticator import caller
 from gateway.auth.keys import ApiKey
-from gateway.entrypoints.costs.serving import cost_summary
+from gateway.entrypoints.costs.serving import cost_summary, cost_timeseries
 from gateway.state import GatewayState, get_state
 
 router = APIRouter()
+
+SINCE = Query(default=None, description="ISO time, inclusive; UTC unless it has an offset")
+UNTIL = Query(default=None, description="ISO time, exclusive; UTC unless it has an offset")
+KEY = Query(default=None, description="api key id (admins only; other keys always see their own)")
 
 
 def visible_key(requested: str | None, key: ApiKey | None) -> str | None:
@@ -24,10 +30,22 @@ def visible_key(requested: str | None, key: ApiKey | None) -> str | None:
 
 @router.get("/v1/costs/summary", tags=["costs"])
 async def summary(
-    since: datetime | None = Query(default=None, description="ISO time, inclusive"),
-    until: datetime | None = Query(default=None, description="ISO time, exclusive"),
-    key: str | None = Query(default=None, description="api key id (admins only)"),
+    since: datetime | None = SINCE,
+    until: datetime | None = UNTIL,
+    key: str | None = KEY,
     caller_key: ApiKey | None = Depends(caller),
     state: GatewayState = Depends(get_state),
 ) -> dict:
     return await cost_summary(state, since, until, visible_key(key, caller_key))
+
+
+@router.get("/v1/costs/timeseries", tags=["costs"])
+async def timeseries(
+    since: datetime | None = SINCE,
+    until: datetime | None = UNTIL,
+    key: str | None = KEY,
+    bucket: Literal["day", "hour"] = Query(default="day", description="UTC day or hour buckets"),
+    caller_key: ApiKey | None = Depends(caller),
+    state: GatewayState = Depends(get_state),
+) -> dict:
+    return await cost_timeseries(state, since, until, visible_key(key, caller_key), bucket)

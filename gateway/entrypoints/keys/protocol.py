@@ -12,9 +12,9 @@ class CreateKeyRequest(BaseModel):
 
     name: str = Field(min_length=1, max_length=128)
     admin: bool = False
-    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
-    tpm: int | None = Field(default=None, ge=1, description="tokens per minute")
-    budget: float | None = Field(default=None, gt=0, description="money per budget_period")
+    rpm: int | None = Field(default=None, ge=1, le=2**31 - 1, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, le=2**31 - 1, description="tokens per minute")
+    budget: float | None = Field(default=None, gt=0, le=1e12, description="money per budget_period")
     budget_period: Literal["day", "month"] | None = None
 
     @model_validator(mode="after")
