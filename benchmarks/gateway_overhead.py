@@ -75,15 +75,9 @@ def run_stub(tmp: Path, args) -> dict:
 
 def run_vllm(tmp: Path, args) -> dict:
     """A real vLLM tier (the packaged teacher cut to 6 layers), started by a gateway of its own."""
-    from distill.packaged import materialize_teacher
-    from distill.student_init import layer_drop
+    from support.models import layer_dropped
 
-    from conftest import model_cache
-
-    teacher = materialize_teacher(model_cache() / "base-teacher")
-    student = model_cache() / "bench-student-6l"
-    if not (student / "config.json").exists():
-        layer_drop(teacher, student, 6)
+    student = layer_dropped(6)
     port = free_port()
     supervisor = start_gateway({
         "model_list": [{"model_name": "tier", "role": "teacher", "price": PRICE,

@@ -41,7 +41,8 @@ class RunResult:
         return out
 
 
-async def run_load(url: str, body: dict, concurrency: int, requests: int, timeout_s: float = 300) -> RunResult:
+async def run_load(url: str, body: dict, concurrency: int, requests: int, timeout_s: float = 300,
+                   headers: dict | None = None) -> RunResult:
     result = RunResult()
     sent = 0
     stream = bool(body.get("stream"))
@@ -70,22 +71,24 @@ async def run_load(url: str, body: dict, concurrency: int, requests: int, timeou
                 continue
             result.latencies_ms.append((time.perf_counter() - t0) * 1000)
 
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                     headers=headers) as session:
         start = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*(worker(session) for _ in range(concurrency))), timeout_s)
         result.wall_s = time.perf_counter() - start
     return result
 
 
-async def paired_latency(url_a: str, body_a: dict, url_b: str, body_b: dict, requests: int) -> tuple[RunResult, RunResult]:
+async def paired_latency(url_a: str, body_a: dict, url_b: str, body_b: dict, requests: int,
+                         headers_b: dict | None = None) -> tuple[RunResult, RunResult]:
     """Concurrency 1, alternating A and B request by request, so drift hits both alike."""
     a, b = RunResult(), RunResult()
     async with aiohttp.ClientSession() as session:
         for i in range(requests):
-            order = ((url_a, body_a, a), (url_b, body_b, b))
-            for url, body, res in order if i % 2 == 0 else order[::-1]:
+            order = ((url_a, body_a, a, None), (url_b, body_b, b, headers_b))
+            for url, body, res, headers in order if i % 2 == 0 else order[::-1]:
                 t0 = time.perf_counter()
-                async with session.post(url, json=body) as resp:
+                async with session.post(url, json=body, headers=headers) as resp:
                     await resp.read()
                     ok = resp.status == 200
                 if ok:

@@ -33,6 +33,7 @@ from gateway.ledger.writer import LedgerWriter
 from gateway.limits import build_limiter
 from gateway.metrics import GatewayMetrics
 from gateway.routing.policy import build_policy
+from gateway.shadow.sampler import ShadowSampler
 from gateway.state import GatewayState
 from gateway.tiers.registry import TierRegistry
 
@@ -65,9 +66,11 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         auth = Authenticator(config.auth, keys)
         await auth.start()
         limiter = build_limiter(config.limits, lambda key_id, since: queries.spent_since(engine, key_id, since))
+        pricing, metrics = Pricing(config), GatewayMetrics()
+        shadow = ShadowSampler(config, tiers, engine, pricing, metrics, policy)
         app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
-                                          ledger=ledger, pricing=Pricing(config), metrics=GatewayMetrics(),
-                                          keys=keys, auth=auth, limiter=limiter)
+                                          ledger=ledger, pricing=pricing, metrics=metrics, keys=keys, auth=auth,
+                                          limiter=limiter, shadow=shadow)
         wait = tier_wait_s if tier_wait_s is not None else max(
             [t.vllm.startup_timeout_s for t in config.model_list if t.vllm] or [10.0])
         try:
@@ -79,6 +82,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             log.info("gateway ready: %d of %d tiers serving", len(tiers.ready()), len(config.model_list))
             yield
         finally:
+            await shadow.stop()
             await tiers.stop()
             await client.close()
             await limiter.close()

@@ -105,11 +105,12 @@ def report(
 
 @app.command("stub-upstream")
 def stub_upstream(host: str = "127.0.0.1", port: int = 9100, tokens: int = 16,
-                  token_delay_ms: float = typer.Option(0.0, help="pause before each streamed token")) -> None:
+                  token_delay_ms: float = typer.Option(0.0, help="pause before each streamed token"),
+                  word: str = typer.Option("tok", help="the word every answer repeats")) -> None:
     """Run a fast fake OpenAI server (for overhead benchmarks and load tests)."""
     from gateway.devtools.stub_upstream import create_stub_app
 
-    uvicorn.run(create_stub_app(tokens, token_delay_ms / 1000), host=host, port=port, log_level="warning", access_log=False,
+    uvicorn.run(create_stub_app(tokens, token_delay_ms / 1000, word), host=host, port=port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools")
 
 
@@ -177,6 +178,29 @@ def keys_revoke(key_id: str, config: Path | None = _CONFIG_OPT, ledger_url: str 
         console.print(f"[red]no active key {key_id}[/]")
         raise typer.Exit(1)
     console.print(f"revoked {key_id}")
+
+
+shadow_app = typer.Typer(help="Shadow pairs (student answers re-asked of the teacher).", no_args_is_help=True)
+app.add_typer(shadow_app, name="shadow")
+
+
+@shadow_app.command("export")
+def shadow_export(
+    out: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="CSV to write"),
+    config: Path | None = _CONFIG_OPT,
+    ledger_url: str | None = _LEDGER_OPT,
+    agree_at: float | None = typer.Option(None, help="agreement counted as 'student correct' (default: config)"),
+) -> None:
+    """Write shadow pairs in RouteLLM's format (prompt, one True/False column per tier) for
+    `python -m router train --data`: the teacher is taken as right, the student as right when it
+    agreed with the teacher."""
+    from gateway.ledger.schema import make_engine
+    from gateway.shadow.export import export_routellm
+
+    cfg = load_config(config)
+    n = export_routellm(make_engine(ledger_url or cfg.ledger.url), out,
+                        cfg.shadow.agree_at if agree_at is None else agree_at)
+    console.print(f"wrote {n} pairs to {out}")
 
 
 def main() -> None:

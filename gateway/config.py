@@ -162,6 +162,27 @@ class LimitsConfig(_Strict):
     default_tpm: int | None = Field(default=None, ge=1, description="tokens per minute for keys without their own")
 
 
+class ShadowConfig(_Strict):
+    """Shadow sampling: re-ask the teacher, off the client's path, for some student answers.
+
+    The agreement between the two answers is recorded (``shadow_pairs``), watched for drift,
+    and exportable in RouteLLM's format to retrain the router on live traffic.
+    """
+
+    sample_rate: float = Field(default=0.0, ge=0, le=1, description="share of student answers shadowed; 0 = off")
+    reference_tier: str | None = Field(default=None, description="default: the teacher tier")
+    metric: Literal["rouge_l", "first_line"] = "rouge_l"
+    agree_at: float = Field(default=0.5, ge=0, le=1, description="a pair counts as agreeing at or above this")
+    window: int = Field(default=200, ge=1, description="pairs in the rolling agreement")
+    min_samples: int = Field(default=30, ge=1, description="pairs needed before the alarm can fire")
+    floor: float = Field(default=0.6, ge=0, le=1, description="rolling agreement below this raises the alarm")
+    adjust_routing: bool = Field(default=True, description="while alarmed, shift routing toward the teacher")
+    step: float = Field(default=0.02, gt=0, le=1, description="threshold shift per shadow pair while alarmed")
+    max_shift: float = Field(default=0.5, ge=0, le=1)
+    store_prompts: bool = Field(default=True, description="keep the prompt with each pair (needed for export)")
+    max_in_flight: int = Field(default=4, ge=1, description="shadow calls at once; further samples are skipped")
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -176,6 +197,7 @@ class GatewayConfig(_Strict):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     teacher: str | None = Field(default=None, description="tier priced as the counterfactual; default: the role: teacher tier")
     state_dir: str = "{project_root}/.tierwise"

@@ -26,6 +26,15 @@ class GatewayMetrics:
         self.route_score = Histogram("tierwise_route_score", "Router scores of auto requests",
                                      buckets=[i / 10 for i in range(1, 11)], registry=self.registry)
         self.tier_up = Gauge("tierwise_tier_up", "1 if the tier is ready", ["tier"], registry=self.registry)
+        self.shadow_pairs = Counter("tierwise_shadow_pairs", "Student answers re-asked of the teacher",
+                                    registry=self.registry)
+        self.shadow_agreement = Gauge("tierwise_shadow_agreement", "Rolling student/teacher agreement",
+                                      registry=self.registry)
+        self.drift_alarm = Gauge("tierwise_drift_alarm", "1 while rolling agreement is below the floor",
+                                 registry=self.registry)
+        self.threshold_shift = Gauge("tierwise_route_threshold_shift",
+                                     "Shift applied to the routing threshold by the drift monitor",
+                                     registry=self.registry)
         self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger",
                                     registry=self.registry)
 

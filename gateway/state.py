@@ -20,6 +20,7 @@ from gateway.tiers.registry import TierRegistry
 if TYPE_CHECKING:  # the authenticator's module imports this one for its dependencies
     from gateway.auth.authenticator import Authenticator
     from gateway.limits import Limiter
+    from gateway.shadow.sampler import ShadowSampler
 
 
 @dataclass
@@ -35,6 +36,7 @@ class GatewayState:
     keys: KeyStore
     auth: Authenticator
     limiter: Limiter
+    shadow: ShadowSampler
 
 
 async def get_state(request: Request) -> GatewayState:

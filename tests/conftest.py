@@ -15,31 +15,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from support.models import STUDENT_PRICE, TEACHER_PRICE, base_teacher, layer_dropped  # noqa: E402
 from support.processes import REPO, ServerProcess, free_port, start_gateway, start_stub  # noqa: E402
-
-TEACHER_PRICE = {"input_per_million": 2.0, "output_per_million": 8.0}
-STUDENT_PRICE = {"input_per_million": 0.25, "output_per_million": 1.0}
-STUDENT_LAYERS = 4
-
-
-def model_cache() -> Path:
-    from gateway.config import default_model_cache
-
-    return Path(os.environ.get("TIERWISE_MODEL_CACHE") or default_model_cache())
 
 
 @pytest.fixture(scope="session")
 def model_dirs() -> dict[str, Path]:
-    """The packaged teacher, dequantized, and a small layer-dropped model built from it."""
-    from distill.packaged import materialize_teacher
-    from distill.student_init import layer_drop
-
-    cache = model_cache()
-    teacher = materialize_teacher(cache / "base-teacher")
-    student = cache / f"test-student-{STUDENT_LAYERS}l"
-    if not (student / "config.json").exists():
-        layer_drop(teacher, student, STUDENT_LAYERS)
-    return {"teacher": teacher, "student": student}
+    """The packaged teacher, dequantized, and a small 4-layer model built from it."""
+    return {"teacher": base_teacher(), "student": layer_dropped(4)}
 
 
 @pytest.fixture(scope="session")

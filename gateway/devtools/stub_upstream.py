@@ -17,9 +17,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
-def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0) -> Starlette:
-    """``token_delay_s`` paces streamed tokens (and delays whole answers by tokens x delay)."""
-    words = ["tok"] * tokens
+def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "tok") -> Starlette:
+    """``token_delay_s`` paces streamed tokens (and delays whole answers by tokens x delay);
+    every answer is ``word`` repeated ``tokens`` times."""
+    words = [word] * tokens
 
     def _usage(prompt_tokens: int) -> dict:
         return {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}

@@ -27,6 +27,7 @@ from gateway.entrypoints.body import read_json_object
 from gateway.entrypoints.protocol_common import SamplingRequest
 from gateway.errors import GatewayError, from_validation_error, model_not_found, tier_unavailable
 from gateway.routing.policy import RouteDecision
+from gateway.shadow.sampler import reply_texts
 from gateway.state import GatewayState
 from gateway.tiers.base import Endpoint, Tier, UpstreamError, UpstreamReply
 
@@ -68,7 +69,8 @@ class RequestRecord:
     http_status: int = 200
     error: str | None = None
     prompt: str | None = None
-    completion: list[str] | None = None
+    texts: list[str] | None = None  # the answer's text, kept when storing content or shadowing
+    shadow_body: dict | None = None  # the request, kept when this answer is a shadow sample
 
     def fail(self, exc: GatewayError | UpstreamError, status: str = "error") -> None:
         self.status, self.http_status, self.error = status, exc.status_code, exc.message
@@ -93,7 +95,10 @@ class SamplingProxy:
             record.stream, record.user = parsed.stream, parsed.user
             if state.config.ledger.store_content:
                 record.prompt = json.dumps(body.get("messages", body.get("prompt")))[:100_000]
-                record.completion = []
+                record.texts = []
+            if state.shadow.wants():
+                record.shadow_body = body
+                record.texts = [] if record.texts is None else record.texts
             if key is not None:
                 await state.limiter.admit(key)
             tiers = self._candidates(parsed, record, state)
@@ -108,8 +113,8 @@ class SamplingProxy:
             error.headers = {**(error.headers or {}), **self._headers(record)}
             raise error from None
         record.take_usage(reply.data.get("usage"))
-        if record.completion is not None:
-            record.completion.extend(_reply_texts(reply.data))
+        if record.texts is not None:
+            record.texts.append(reply_texts(reply.data))
         await self._finish(record, state)
         return Response(content=reply.content, media_type="application/json", headers=self._headers(record))
 
@@ -209,31 +214,31 @@ class SamplingProxy:
                 exc = err
             else:
                 tier.breaker.success()
-                relay = self._relay(first, events, parsed, record, state)
+                relay = self._relay(first, events, parsed, record, state,
+                                    gateway_asked_continuous=bool(options.get("continuous_usage_stats"))
+                                    and not (body.get("stream_options") or {}).get("continuous_usage_stats"))
                 return StreamingResponse(relay, media_type="text/event-stream", headers={
                     **self._headers(record), "cache-control": "no-cache", "x-accel-buffering": "no"})
             self._failed(tier, exc, tiers[i + 1:], record)
         raise AssertionError("unreachable: the last failure re-raises")
 
     async def _relay(self, first: bytes, events: AsyncIterator[bytes], parsed: SamplingRequest,
-                     record: RequestRecord, state: GatewayState) -> AsyncIterator[bytes]:
+                     record: RequestRecord, state: GatewayState, gateway_asked_continuous: bool) -> AsyncIterator[bytes]:
         """Pass events through one by one, reading usage on the way.
 
         Usage the client did not ask for is taken out (the gateway always asks the tier for
         it). The row is committed before ``[DONE]``, so a stream that ended has its row.
         """
         record.ttft_ms = (time.perf_counter() - record.started) * 1000
-        options = parsed.stream_options
-        wants_final = bool(options and options.include_usage)
-        wants_continuous = bool(options and getattr(options, "continuous_usage_stats", False))
+        wants_final = parsed.wants_stream_usage
         finished = False
         try:
             event: bytes | None = first
             while event is not None:
                 if event.strip().replace(b" ", b"") == b"data:[DONE]":
                     break
-                if b'"usage"' in event or record.completion is not None:
-                    event = _inspect_chunk(event, record, wants_final, wants_continuous)
+                if b'"usage"' in event or record.texts is not None:
+                    event = _inspect_chunk(event, record, wants_final, gateway_asked_continuous)
                 if event is not None:
                     yield event
                 event = await anext(events, None)
@@ -294,10 +299,13 @@ class SamplingProxy:
             "teacher_cost": teacher_cost,
             "user": record.user,
             "prompt": record.prompt,
-            "completion": "".join(record.completion) if record.completion is not None else None,
+            "completion": "".join(record.texts) if record.texts is not None and record.prompt is not None else None,
         }
         committed = state.ledger.record(row)
         state.metrics.observe(row)
+        if record.shadow_body is not None and record.status == "ok" and record.tier:
+            state.shadow.submit(record.request_id, record.tier, self.endpoint, record.shadow_body,
+                                "".join(record.texts or []))
         if record.key is not None and (record.prompt_tokens or record.completion_tokens):
             settle = asyncio.ensure_future(state.limiter.settle(
                 record.key, record.prompt_tokens + record.completion_tokens, cost))
@@ -314,8 +322,11 @@ class SamplingProxy:
                             record.request_id)
 
 
-def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, wants_continuous: bool) -> bytes | None:
-    """Read usage (and, when storing content, text) from one SSE event; return what to forward."""
+def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip_running_usage: bool) -> bytes | None:
+    """Read usage (and, when storing content, text) from one SSE event; return what to forward.
+
+    ``strip_running_usage``: the gateway (not the client) asked for usage on every chunk.
+    """
     payload = event.strip().removeprefix(b"data:").strip()
     try:
         data = json.loads(payload)
@@ -323,15 +334,15 @@ def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, wants
         return event
     if not isinstance(data, dict):
         return event
-    if record.completion is not None:
-        record.completion.extend(_chunk_texts(data))
+    if record.texts is not None:
+        record.texts.extend(_chunk_texts(data))
     usage = data.get("usage")
     if not usage:
         return event
     record.take_usage(usage)
     if not data.get("choices"):  # the usage-only final chunk
         return event if wants_final else None
-    if wants_final or wants_continuous:  # some providers put the final usage on the last choice chunk
+    if wants_final and not strip_running_usage:  # some providers put the final usage on the last choice chunk
         return event
     del data["usage"]
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
@@ -342,17 +353,6 @@ def _chunk_texts(data: dict) -> list[str]:
     for choice in data.get("choices") or []:
         delta = choice.get("delta") or {}
         text = delta.get("content") if isinstance(delta, dict) else None
-        text = text if text is not None else choice.get("text")
-        if isinstance(text, str):
-            out.append(text)
-    return out
-
-
-def _reply_texts(data: dict) -> list[str]:
-    out = []
-    for choice in data.get("choices") or []:
-        message = choice.get("message") or {}
-        text = message.get("content") if isinstance(message, dict) else None
         text = text if text is not None else choice.get("text")
         if isinstance(text, str):
             out.append(text)

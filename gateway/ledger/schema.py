@@ -71,6 +71,24 @@ api_keys_table = Table(
 )
 
 
+shadow_pairs_table = Table(
+    "shadow_pairs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
+    Column("request_id", String(64), nullable=False),
+    Column("tier", String(128), nullable=False),
+    Column("reference_tier", String(128), nullable=False),
+    Column("agreement", Float),
+    Column("metric", String(16), nullable=False),
+    Column("prompt", Text),
+    Column("answer", Text),
+    Column("reference_answer", Text),
+    Column("reference_cost", Float, nullable=False, default=0.0),
+    Column("error", Text),
+)
+
+
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here (the driver the project installs)."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):

@@ -39,6 +39,9 @@ class RoutingPolicy(Protocol):
 
     def route(self, messages: list[dict]) -> RouteDecision: ...
 
+    def set_shift(self, shift: float) -> None:
+        """Move the decision boundary (the drift monitor's lever); negative: toward the strong tier."""
+
 
 class FixedPolicy:
     """Every auto request to one tier."""
@@ -51,6 +54,9 @@ class FixedPolicy:
     def route(self, messages: list[dict]) -> RouteDecision:
         return RouteDecision(tier=self.tier, policy=self.name)
 
+    def set_shift(self, shift: float) -> None:
+        """Nothing to shift: every request already goes to one tier."""
+
 
 class ThresholdPolicy:
     """Score the request; at or above the threshold it needs the strong tier."""
@@ -62,11 +68,16 @@ class ThresholdPolicy:
         self.strong_tier = strong_tier
         self.weak_tier = weak_tier
         self.threshold = float(scorer.threshold if threshold is None else threshold)
+        self.shift = 0.0
+
+    def set_shift(self, shift: float) -> None:
+        self.shift = shift
 
     def route(self, messages: list[dict]) -> RouteDecision:
         score = float(self.scorer.score(messages))
-        tier = self.strong_tier if score >= self.threshold else self.weak_tier
-        return RouteDecision(tier=tier, score=score, threshold=self.threshold, policy=self.name)
+        threshold = min(1.0, max(0.0, self.threshold + self.shift))
+        tier = self.strong_tier if score >= threshold else self.weak_tier
+        return RouteDecision(tier=tier, score=score, threshold=threshold, policy=self.name)
 
 
 def build_policy(config: RouterConfig) -> RoutingPolicy:

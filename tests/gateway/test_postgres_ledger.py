@@ -8,7 +8,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from conftest import STUDENT_PRICE, TEACHER_PRICE
+from support.models import STUDENT_PRICE, TEACHER_PRICE
 from support.processes import start_gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

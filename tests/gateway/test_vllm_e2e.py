@@ -11,7 +11,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from conftest import STUDENT_PRICE, TEACHER_PRICE
+from support.models import STUDENT_PRICE, TEACHER_PRICE
 
 pytestmark = pytest.mark.slow
 
@@ -174,6 +174,38 @@ def test_prompt_beyond_context_is_relayed_as_400(client):
         client.chat.completions.create(model="student", max_tokens=10,
                                        messages=[{"role": "user", "content": "word " * 2000}])
     assert info.value.status_code == 400
+
+
+def test_client_disconnect_cancels_generation_and_books_partial_usage(vllm_gateway):
+    """Hang up mid-stream: vLLM stops generating, and the row holds the tokens sent so far."""
+    port = vllm_gateway.config["model_list"][0]["vllm"]["port"]  # the teacher's vLLM server
+
+    def running() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("vllm:num_requests_running"))
+
+    started = time.perf_counter()
+    with httpx.stream("POST", vllm_gateway.url + "/v1/chat/completions", timeout=60, json={
+            "model": "teacher", "max_tokens": 400, "temperature": 0.7, "stream": True,
+            "messages": [{"role": "user", "content": "Write a long story about a lost bank card."}]}) as resp:
+        request_id = resp.headers["x-request-id"]
+        chunks = 0
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                chunks += 1
+            if chunks == 8:
+                break
+    deadline = time.perf_counter() + 10
+    while running() > 0:
+        assert time.perf_counter() < deadline, "vLLM kept generating after the client left"
+        time.sleep(0.2)
+    # 400 tokens at this CPU's speed would take far longer than the time it took to stop.
+    assert time.perf_counter() - started < 20
+    row = ledger_row(vllm_gateway, request_id)
+    assert row["status"] == "client_disconnected" and row["http_status"] == 499
+    assert 5 <= row["completion_tokens"] < 400 and row["prompt_tokens"] > 0
+    assert row["cost"] > 0
 
 
 def test_supervisor_restarts_a_dead_vllm_tier(vllm_gateway, client):

@@ -68,11 +68,12 @@ def _spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Po
                                 env={**os.environ, **(env or {})})
 
 
-def start_stub(tmp: Path, tokens: int = 16, token_delay_ms: float = 0, port: int | None = None) -> ServerProcess:
+def start_stub(tmp: Path, tokens: int = 16, token_delay_ms: float = 0, port: int | None = None,
+               word: str = "tok") -> ServerProcess:
     port = port or free_port()
     log = tmp / f"stub-{port}.log"
     proc = _spawn(["gateway", "stub-upstream", "--port", str(port), "--tokens", str(tokens),
-                   "--token-delay-ms", str(token_delay_ms)], log)
+                   "--token-delay-ms", str(token_delay_ms), "--word", word], log)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(url + "/health").status_code == 200, 30, "stub upstream", proc, log)
     return ServerProcess(proc, url, log)

@@ -1,0 +1,112 @@
+"""Shadow sampling: some student answers are re-asked of the teacher in the background.
+
+The client's response never waits: the shadow call starts after the student's answer is
+booked, runs as a background task (bounded by ``max_in_flight``; a sample that finds no
+room is skipped, not queued), and its outcome lands in ``shadow_pairs`` and the drift monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+
+from gateway.config import GatewayConfig
+from gateway.ledger.pricing import Pricing
+from gateway.ledger.schema import shadow_pairs_table
+from gateway.metrics import GatewayMetrics
+from gateway.routing.policy import RoutingPolicy
+from gateway.shadow.agreement import agreement
+from gateway.shadow.drift import DriftMonitor
+from gateway.tiers.base import Endpoint, UpstreamError
+from gateway.tiers.registry import TierRegistry
+
+log = logging.getLogger("gateway.shadow")
+
+
+def reply_texts(data: dict) -> str:
+    """The answer text of a (non-streamed) chat or text completion."""
+    parts = []
+    for choice in data.get("choices") or []:
+        message = choice.get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        text = text if text is not None else choice.get("text")
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
+
+
+class ShadowSampler:
+    def __init__(self, config: GatewayConfig, tiers: TierRegistry, engine: Engine, pricing: Pricing,
+                 metrics: GatewayMetrics, policy: RoutingPolicy) -> None:
+        self.config = config.shadow
+        self.reference = self.config.reference_tier or config.teacher_tier
+        self.tiers = tiers
+        self.engine = engine
+        self.pricing = pricing
+        self.metrics = metrics
+        self.policy = policy
+        self.monitor = DriftMonitor(self.config)
+        self.student_roles = {t.model_name for t in config.model_list if t.role == "student"}
+        self._tasks: set[asyncio.Task] = set()
+        self._random = random.Random()
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.sample_rate > 0
+
+    def wants(self) -> bool:
+        """Decide up front whether this request is a sample (so its answer text is kept)."""
+        return self.enabled and len(self._tasks) < self.config.max_in_flight and \
+            self._random.random() < self.config.sample_rate
+
+    def submit(self, request_id: str, tier: str, endpoint: Endpoint, body: dict, answer: str) -> None:
+        """Start the shadow call for a finished student answer (returns at once)."""
+        if tier not in self.student_roles or len(self._tasks) >= self.config.max_in_flight:
+            return
+        task = asyncio.create_task(self._shadow(request_id, tier, endpoint, body, answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _shadow(self, request_id: str, tier: str, endpoint: Endpoint, body: dict, answer: str) -> None:
+        reference = self.tiers.resolve(self.reference)
+        if reference is None or not reference.available:
+            return
+        shadow_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        row = {"ts": datetime.now(UTC), "request_id": request_id, "tier": tier, "reference_tier": reference.name,
+               "metric": self.config.metric, "answer": answer, "agreement": None, "reference_answer": None,
+               "reference_cost": 0.0, "error": None,
+               "prompt": json.dumps(body.get("messages", body.get("prompt"))) if self.config.store_prompts else None}
+        try:
+            reply = await reference.complete(endpoint, shadow_body)
+        except UpstreamError as exc:
+            row["error"] = exc.message
+        else:
+            row["reference_answer"] = reply_texts(reply.data)
+            usage = reply.data.get("usage") or {}
+            row["reference_cost"] = self.pricing.costs(reference.name, int(usage.get("prompt_tokens") or 0),
+                                                       int(usage.get("completion_tokens") or 0))[0]
+            row["agreement"] = agreement(answer, row["reference_answer"], self.config.metric)
+            self.monitor.observe(row["agreement"])
+            self.metrics.shadow_pairs.inc()
+            self.metrics.shadow_agreement.set(self.monitor.rolling or 0.0)
+            self.metrics.drift_alarm.set(1 if self.monitor.alarm else 0)
+            self.metrics.threshold_shift.set(self.monitor.threshold_shift)
+            self.policy.set_shift(self.monitor.threshold_shift)
+        try:
+            await asyncio.to_thread(self._insert, row)
+        except Exception:
+            log.exception("shadow: could not record the pair for %s", request_id)
+
+    def _insert(self, row: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(shadow_pairs_table.insert().values(**row))
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Let the shadow calls in flight finish (and be recorded) before shutting down."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)

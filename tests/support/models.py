@@ -1,0 +1,32 @@
+"""Real model dirs for tests and benchmarks: the packaged teacher and small layer-dropped copies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TEACHER_PRICE = {"input_per_million": 2.0, "output_per_million": 8.0}
+STUDENT_PRICE = {"input_per_million": 0.25, "output_per_million": 1.0}
+
+
+def model_cache() -> Path:
+    from gateway.config import default_model_cache
+
+    return Path(os.environ.get("TIERWISE_MODEL_CACHE") or default_model_cache())
+
+
+def base_teacher() -> Path:
+    """The packaged SmolLM2-135M-Instruct, dequantized once into the model cache."""
+    from distill.packaged import materialize_teacher
+
+    return materialize_teacher(model_cache() / "base-teacher")
+
+
+def layer_dropped(layers: int) -> Path:
+    """A copy of the base teacher keeping ``layers`` of its 30 decoder layers (built once)."""
+    from distill.student_init import layer_drop
+
+    out = model_cache() / f"test-student-{layers}l"
+    if not (out / "config.json").exists():
+        layer_drop(base_teacher(), out, layers)
+    return out
