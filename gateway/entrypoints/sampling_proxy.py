@@ -314,7 +314,7 @@ class SamplingProxy:
 
     async def _finish(self, record: RequestRecord, state: GatewayState) -> None:
         committed = self._finish_nowait(record, state)
-        if state.config.ledger.durability == "commit":
+        if state.config.ledger.durability == "commit" and not state.ledger.commit_inline():
             try:
                 await asyncio.wait_for(asyncio.shield(committed), state.config.ledger.commit_timeout_s)
             except TimeoutError:
