@@ -22,12 +22,12 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
+from gateway.answer_text import choice_text
 from gateway.auth.keys import ApiKey
 from gateway.entrypoints.body import read_json_object
 from gateway.entrypoints.protocol_common import SamplingRequest
 from gateway.errors import GatewayError, from_validation_error, model_not_found, tier_unavailable
 from gateway.routing.policy import RouteDecision
-from gateway.shadow.sampler import reply_texts
 from gateway.state import GatewayState
 from gateway.tiers.base import Endpoint, Tier, UpstreamError, UpstreamReply
 
@@ -114,7 +114,7 @@ class SamplingProxy:
             raise error from None
         record.take_usage(reply.data.get("usage"))
         if record.texts is not None:
-            record.texts.append(reply_texts(reply.data))
+            record.texts.append(choice_text(reply.data, "message"))
         await self._finish(record, state)
         return Response(content=reply.content, media_type="application/json", headers=self._headers(record))
 
@@ -335,7 +335,7 @@ def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip
     if not isinstance(data, dict):
         return event
     if record.texts is not None:
-        record.texts.extend(_chunk_texts(data))
+        record.texts.append(choice_text(data, "delta"))
     usage = data.get("usage")
     if not usage:
         return event
@@ -346,17 +346,6 @@ def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip
         return event
     del data["usage"]
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-
-def _chunk_texts(data: dict) -> list[str]:
-    out = []
-    for choice in data.get("choices") or []:
-        delta = choice.get("delta") or {}
-        text = delta.get("content") if isinstance(delta, dict) else None
-        text = text if text is not None else choice.get("text")
-        if isinstance(text, str):
-            out.append(text)
-    return out
 
 
 def _log_settle_error(task: asyncio.Future) -> None:

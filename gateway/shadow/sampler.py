@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from gateway.answer_text import choice_text
 from gateway.config import GatewayConfig
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.schema import shadow_pairs_table
@@ -26,18 +27,6 @@ from gateway.tiers.base import Endpoint, UpstreamError
 from gateway.tiers.registry import TierRegistry
 
 log = logging.getLogger("gateway.shadow")
-
-
-def reply_texts(data: dict) -> str:
-    """The answer text of a (non-streamed) chat or text completion."""
-    parts = []
-    for choice in data.get("choices") or []:
-        message = choice.get("message") or {}
-        text = message.get("content") if isinstance(message, dict) else None
-        text = text if text is not None else choice.get("text")
-        if isinstance(text, str):
-            parts.append(text)
-    return "".join(parts)
 
 
 class ShadowSampler:
@@ -86,7 +75,7 @@ class ShadowSampler:
         except UpstreamError as exc:
             row["error"] = exc.message
         else:
-            row["reference_answer"] = reply_texts(reply.data)
+            row["reference_answer"] = choice_text(reply.data, "message")
             usage = reply.data.get("usage") or {}
             row["reference_cost"] = self.pricing.costs(reference.name, int(usage.get("prompt_tokens") or 0),
                                                        int(usage.get("completion_tokens") or 0))[0]

@@ -205,3 +205,23 @@ def test_openapi_schema_documents_the_request_bodies(stub_gateway):
     body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "messages" in body["required"] and "model" in body["required"]
     assert {"/v1/completions", "/v1/models", "/health", "/metrics", "/v1/costs/summary"} <= set(spec["paths"])
+
+
+def test_content_is_stored_only_when_turned_on(stub, tmp_path):
+    db = tmp_path / "l.db"
+    config = stub_config(stub.url, str(db))
+    config["ledger"]["store_content"] = True
+    gw = start_gateway(config, tmp_path, timeout_s=60)
+    try:
+        for stream in (False, True):
+            with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=30, json={
+                    "model": "teacher", "stream": stream,
+                    "messages": [{"role": "user", "content": "my secret question"}]}) as resp:
+                resp.read()
+    finally:
+        gw.stop()
+    rows = ledger_rows(db)
+    assert len(rows) == 2
+    for row in rows:
+        assert "my secret question" in row["prompt"]
+        assert row["completion"] == " ".join(["tok"] * 16)
