@@ -37,6 +37,7 @@ class GatewayState:
     auth: Authenticator
     limiter: Limiter
     shadow: ShadowSampler
+    in_flight: int = 0  # sampling requests being handled now (the ledger's inline-commit signal)
 
 
 async def get_state(request: Request) -> GatewayState:

@@ -87,6 +87,13 @@ class SamplingProxy:
         self.request_model = request_model
 
     async def handle(self, request: Request, state: GatewayState, key: ApiKey | None) -> Response:
+        state.in_flight += 1
+        try:
+            return await self._handle(request, state, key)
+        finally:
+            state.in_flight -= 1
+
+    async def _handle(self, request: Request, state: GatewayState, key: ApiKey | None) -> Response:
         record = RequestRecord(endpoint=self.endpoint, key=key)
         try:
             body = await read_json_object(request, state.config.server.max_body_bytes)
@@ -314,7 +321,9 @@ class SamplingProxy:
 
     async def _finish(self, record: RequestRecord, state: GatewayState) -> None:
         committed = self._finish_nowait(record, state)
-        if state.config.ledger.durability == "commit" and not state.ledger.commit_inline():
+        # Alone on the gateway, commit inline (no thread hop); with company, join the group commit.
+        alone = state.in_flight <= 1
+        if state.config.ledger.durability == "commit" and not (alone and state.ledger.commit_inline()):
             try:
                 await asyncio.wait_for(asyncio.shield(committed), state.config.ledger.commit_timeout_s)
             except TimeoutError:

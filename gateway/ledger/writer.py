@@ -57,9 +57,10 @@ class LedgerWriter:
     def commit_inline(self) -> bool:
         """On an idle embedded SQLite ledger, commit what is pending right here, on the loop.
 
-        A local WAL commit of a row or two takes ~0.1 ms, less than handing it to a worker
-        thread and waking back up; under load (a write already in flight) rows are left to
-        the group commit instead. Returns True if it committed.
+        A local WAL commit of a row takes ~0.1 ms, less than handing it to a worker thread and
+        waking back up. Callers use it only when no other request is in flight: under load,
+        one group commit for many rows beats a commit per row on the event loop.
+        Returns True if it committed.
         """
         if not self.inline_ok or self._writing or not self._pending or len(self._pending) > 8:
             return False
