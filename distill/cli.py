@@ -1,0 +1,201 @@
+"""Command line: ``python -m distill <command>``.
+
+Heavy imports (torch, transformers) happen inside the commands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="tierwise distillation")
+console = Console()
+
+
+def _threads(n: Optional[int]) -> None:
+    """Keep CPU jobs modest: the 2-core box is shared."""
+    if n:
+        import os
+        import sys
+
+        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(n)
+
+
+@app.command()
+def assemble(
+    cache: Path = typer.Option(..., "--cache", help="where the tier model dirs are written"),
+    artifacts: Optional[Path] = typer.Option(None, help="shipped weights (default artifacts/tiers)"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="skip sha256 checks (not advised)"),
+    threads: Optional[int] = typer.Option(2, help="torch CPU threads"),
+) -> None:
+    """Build DIR/teacher (and DIR/student, DIR/base-teacher) from the packaged base + shipped weights."""
+    from distill.assemble import DEFAULT_ARTIFACTS, HashMismatch
+    from distill.assemble import assemble as do_assemble
+    from distill.packaged import TeacherNotInstalled
+
+    _threads(threads)
+    t0 = time.perf_counter()
+    try:
+        rep = do_assemble(cache, artifacts or DEFAULT_ARTIFACTS, verify=not no_verify)
+    except (TeacherNotInstalled, HashMismatch) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    table = Table("tier", "dir", "status")
+    for name, d in rep.dirs.items():
+        table.add_row(name, str(d), rep.built[name])
+    console.print(table)
+    console.print(f"assembled in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command("layer-drop")
+def layer_drop_cmd(
+    teacher: Path = typer.Option(..., help="teacher HF model dir"),
+    out: Path = typer.Option(..., help="student dir to write"),
+    layers: int = typer.Option(6, help="number of decoder layers to keep"),
+) -> None:
+    """Write a layer-dropped (untrained) student: evenly spaced teacher layers, first and last kept."""
+    from distill.student_init import layer_drop, read_config
+
+    layer_drop(teacher, out, layers)
+    console.print(json.loads((out / "student_init.json").read_text()))
+    _ = read_config(out)
+
+
+def _recipe_from_args(recipe_path, teacher, layers, data, out, overrides):
+    from distill.recipe import Recipe, load_recipe
+
+    kv = {}
+    for o in overrides or []:
+        if "=" not in o:
+            raise typer.BadParameter(f"--set expects key=value, got {o!r}")
+        k, v = o.split("=", 1)
+        import yaml
+
+        kv[k] = yaml.safe_load(v)
+    if teacher:
+        kv["teacher"] = teacher
+    if layers:
+        kv["student.layers"] = layers
+    if data:
+        kv["data.train_file"] = str(Path(data).resolve())
+    if out:
+        kv["out"] = str(out)
+    if recipe_path:
+        return load_recipe(recipe_path, **kv)
+    raw: dict = {}
+    for k, v in kv.items():
+        node = raw
+        parts = k.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = v
+    return Recipe.model_validate(raw)
+
+
+@app.command()
+def run(
+    recipe: Optional[Path] = typer.Option(None, help="YAML recipe (flags below override it)"),
+    teacher: Optional[str] = typer.Option(None, help="'default' or a teacher HF model dir"),
+    layers: Optional[int] = typer.Option(None, help="student decoder layers"),
+    data: Optional[Path] = typer.Option(None, help="training CSV (text[,category])"),
+    out: Optional[Path] = typer.Option(None, help="output dir (model/, distill_card.json)"),
+    cache: Path = typer.Option(Path(".cache/distill"), help="where the packaged teacher is materialized"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="recipe override, e.g. train.max_steps=20"),
+    eval_n: int = typer.Option(0, help="evaluate intent accuracy on this many eval messages after training"),
+) -> None:
+    """Distill a student from a teacher (progress bars, resumable checkpoints, distill_card.json)."""
+    from pydantic import ValidationError
+
+    from distill.recipe import RecipeError, preflight
+
+    try:
+        r = _recipe_from_args(recipe, teacher, layers, data, out, set_)
+        if r.out is None:
+            raise RecipeError("no output dir: pass --out or set out: in the recipe")
+        preflight(r, need_eval=eval_n > 0)
+    except (ValidationError, RecipeError) as e:
+        console.print(f"[red]bad recipe:[/red] {e}")
+        raise typer.Exit(2)
+    _threads(r.train.threads or 2)
+    from distill.train import distill_run
+
+    card = distill_run(r, cache, r.out, log=lambda m: console.print(f"[cyan]{m}[/cyan]"))
+    if eval_n:
+        card["evaluation"] = quick_eval(r, Path(r.out) / "model", eval_n)
+        (Path(r.out) / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
+        (Path(r.out) / "model" / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
+    console.print(f"[green]done[/green]: {Path(r.out) / 'model'}  (card: {Path(r.out) / 'distill_card.json'})")
+
+
+def quick_eval(r, model_dir: Path, n: int) -> dict:
+    """Intent accuracy of one model dir on the first ``n`` eval messages (transformers)."""
+    from distill.data import read_csv
+    from distill.evaluate import accuracy, intent_correct
+    from distill.train import decode_responses, generate_ids, load_model, load_tokenizer
+
+    rows = read_csv(r.data.eval_path(), limit=n)
+    tok = load_tokenizer(model_dir)
+    m = load_model(model_dir)
+    replies = decode_responses(tok, generate_ids(m, tok, [x["text"] for x in rows], 16, 32))
+    return {"eval_file": str(r.data.eval_path()), "n": len(rows),
+            "intent_accuracy": accuracy(intent_correct(replies, [x["category"] for x in rows]))}
+
+
+@app.command("teacher-finetune")
+def teacher_finetune_cmd(
+    out: Path = typer.Option(..., help="output dir: adapter/ (ships) and model/ (merged)"),
+    recipe: Optional[Path] = typer.Option(None, help="YAML recipe: uses its data: and train: sections"),
+    cache: Path = typer.Option(Path(".cache/distill"), help="where the packaged teacher is materialized"),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", help="override, e.g. teacher_finetune.epochs=1 or train.max_steps=20"),
+    eval_n: int = typer.Option(0, help="evaluate intent accuracy on this many eval messages"),
+) -> None:
+    """Adapt the packaged teacher to Banking77 (intent + short reply) with a LoRA adapter."""
+    from pydantic import ValidationError
+
+    from distill.data import read_csv, subsample
+    from distill.recipe import RecipeError, preflight
+
+    try:
+        r = _recipe_from_args(recipe, None, None, None, out, set_)
+        preflight(r, need_eval=eval_n > 0)
+    except (ValidationError, RecipeError) as e:
+        console.print(f"[red]bad recipe:[/red] {e}")
+        raise typer.Exit(2)
+    _threads(r.train.threads or 2)
+    from distill.packaged import materialize_teacher
+    from distill.train import teacher_finetune
+
+    base = materialize_teacher(cache / "base-teacher")
+    rows = subsample(read_csv(r.data.train_path()), r.data.max_train)
+    tf = r.teacher_finetune  # LoRA + schedule; max_len, seed, max_steps come from train:
+    spec = r.train.model_copy(update={"epochs": tf.epochs, "batch_size": tf.batch_size, "lr": tf.lr})
+    stats = teacher_finetune(base, rows, out, spec, tf.lora_r, tf.lora_alpha)
+    if eval_n:
+        stats["evaluation"] = quick_eval(r, out / "model", eval_n)
+    (out / "teacher_card.json").write_text(json.dumps(stats, indent=2, default=str))
+    console.print(stats.get("evaluation") or "")
+    console.print(f"[green]done[/green]: adapter {out / 'adapter'}, merged {out / 'model'}")
+
+
+@app.command("export-student")
+def export_student_cmd(
+    model: Path = typer.Option(..., help="trained student model dir"),
+    artifacts: Optional[Path] = typer.Option(None, help="default artifacts/tiers"),
+    teacher_adapter: Optional[Path] = typer.Option(None, help="teacher adapter dir to ship too"),
+    recipe: str = typer.Option("distill/recipes/banking77_gpu.yaml", help="recipe recorded in the manifest"),
+) -> None:
+    """Write the shipped weights (student layers fp16, teacher adapter) + manifest with hashes."""
+    from distill.assemble import DEFAULT_ARTIFACTS
+    from distill.ship import export_tiers
+
+    m = export_tiers(artifacts or DEFAULT_ARTIFACTS, student_dir=model, adapter_dir=teacher_adapter, recipe=recipe)
+    console.print(m)

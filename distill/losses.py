@@ -1,0 +1,166 @@
+"""Distillation losses, each a small function over already-aligned logits.
+
+Conventions (all functions):
+
+* ``student_logits`` / ``teacher_logits``: ``(..., V)`` float tensors for the *same*
+  positions (callers shift and select response positions first).
+* ``mask``: optional boolean ``(...)``; only ``True`` positions count. Losses are means
+  over counted positions (a per-token average, so batch size and length do not rescale
+  the loss).
+* Soft losses are multiplied by ``T**2`` (Hinton et al., 2015): gradients of a softened
+  KL shrink like ``1/T**2``, and the factor keeps the soft term's magnitude comparable
+  with the hard term when ``T`` changes, so ``alpha`` means the same thing at any ``T``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def _masked_mean(per_pos: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return per_pos.mean()
+    mask = mask.to(per_pos.dtype)
+    return (per_pos * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def forward_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``T^2 * KL(p_teacher || p_student)`` at temperature ``T``: mode-covering, the classic KD loss."""
+    t = float(temperature)
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    per_pos = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    return (t * t) * _masked_mean(per_pos, mask)
+
+
+def reverse_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``T^2 * KL(p_student || p_teacher)``: mode-seeking (MiniLLM); the student need not cover every teacher mode."""
+    t = float(temperature)
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    per_pos = (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1)
+    return (t * t) * _masked_mean(per_pos, mask)
+
+
+def generalized_jsd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence (GKD, Agarwal et al. 2024; TRL's definition).
+
+    ``M = beta * p_t + (1 - beta) * p_s``;
+    ``JSD_beta = beta * KL(p_t || M) + (1 - beta) * KL(p_s || M)``, times ``T^2``.
+    ``beta = 0.5`` is the symmetric JSD; like TRL's GKD, ``beta = 0`` returns forward KL
+    and ``beta = 1`` reverse KL (the divergences the family interpolates between). Bounded, so robust to a
+    student that puts mass where the teacher has none.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    t = float(temperature)
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    if beta == 0.0:  # limits as in TRL: the divergences the family interpolates between
+        per_pos = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # forward KL
+    elif beta == 1.0:
+        per_pos = (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1)  # reverse KL
+    else:
+        log_m = torch.logsumexp(
+            torch.stack([log_p_t + torch.log(torch.tensor(beta)), log_p_s + torch.log(torch.tensor(1 - beta))]),
+            dim=0,
+        )
+        kl_t = (log_p_t.exp() * (log_p_t - log_m)).sum(-1)
+        kl_s = (log_p_s.exp() * (log_p_s - log_m)).sum(-1)
+        per_pos = beta * kl_t + (1 - beta) * kl_s
+    return (t * t) * _masked_mean(per_pos, mask)
+
+
+def hard_ce(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy against hard token labels (positions with ``-100`` or mask False ignored)."""
+    labels = labels.clone()
+    if mask is not None:
+        labels[~mask.bool()] = IGNORE_INDEX
+    per_pos = F.cross_entropy(
+        student_logits.float().reshape(-1, student_logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).reshape(labels.shape)
+    return _masked_mean(per_pos, labels != IGNORE_INDEX)
+
+
+def sparse_topk_kl(
+    student_logits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KD from a teacher seen only through its top-k logprobs (an API teacher).
+
+    ``topk_ids``/``topk_logprobs``: ``(..., k)``; padding candidates have id ``-1``.
+    The teacher's top-k probabilities are renormalised to a distribution ``q`` over its
+    k candidates (temperature applied to the logprobs, which are logits up to a constant),
+    and the student's distribution is restricted and renormalised to the same k tokens:
+    ``T^2 * KL(q || p_s|topk)``. Zero when the student ranks those k tokens exactly like
+    the teacher; needs no full teacher distribution.
+    """
+    t = float(temperature)
+    valid = topk_ids >= 0
+    ids = topk_ids.clamp_min(0)
+    s = torch.gather(student_logits.float(), -1, ids) / t
+    s = s.masked_fill(~valid, float("-inf"))
+    q = (topk_logprobs.float() / t).masked_fill(~valid, float("-inf"))
+    log_q = F.log_softmax(q, dim=-1)
+    log_p = F.log_softmax(s, dim=-1)
+    per_pos = torch.where(valid, log_q.exp() * (log_q - log_p), torch.zeros_like(log_q)).sum(-1)
+    if mask is not None:
+        mask = mask.bool() & valid.any(-1)
+    else:
+        mask = valid.any(-1)
+    return (t * t) * _masked_mean(per_pos, mask)
+
+
+def mix(soft: torch.Tensor, hard: torch.Tensor, alpha: float = 0.9) -> torch.Tensor:
+    """``alpha * soft + (1 - alpha) * hard``; alpha = 1 is soft-only, 0 is hard-only."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+def soft_loss(kind: str, student_logits, teacher_logits, temperature, mask=None, beta: float = 0.5):
+    """Dispatch by name: ``forward_kl`` | ``reverse_kl`` | ``jsd``."""
+    if kind == "forward_kl":
+        return forward_kl(student_logits, teacher_logits, temperature, mask)
+    if kind == "reverse_kl":
+        return reverse_kl(student_logits, teacher_logits, temperature, mask)
+    if kind == "jsd":
+        return generalized_jsd(student_logits, teacher_logits, beta, temperature, mask)
+    raise ValueError(f"unknown soft loss {kind!r}")
+
+
+def hidden_cosine(
+    student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``1 - cos`` between aligned hidden states (DistilBERT's cosine embedding loss)."""
+    cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)
+    return _masked_mean(1.0 - cos, mask)

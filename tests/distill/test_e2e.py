@@ -1,0 +1,124 @@
+"""A tiny end-to-end distillation on the CPU, and the result loaded by transformers and vLLM.
+
+Tiny on purpose (8 messages, 4 steps, 2-layer student): it checks the plumbing (teacher
+targets, KD trainer, checkpoints, final dir, card), not quality.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.data import data_root
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory) -> Path:
+    src = data_root() / "banking77" / "train.csv"
+    if not src.is_file():
+        pytest.skip(f"Banking77 not found at {src}")
+    rows = list(csv.DictReader(open(src, newline="")))[::1250][:8]
+    p = tmp_path_factory.mktemp("data") / "tiny.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["text"])  # no labels: KD needs none
+        w.writeheader()
+        w.writerows({"text": r["text"]} for r in rows)
+    return p
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher_dir, cache_dir, tiny_csv, tmp_path_factory):
+    from distill.recipe import Recipe
+    from distill.train import distill_run
+
+    out = tmp_path_factory.mktemp("run")
+    r = Recipe.model_validate({
+        "name": "tiny", "teacher": "default",
+        "data": {"train_file": str(tiny_csv)},
+        "student": {"layers": 2},
+        "loss": {"temperature": 2.0, "alpha": 0.9, "hidden_weight": 0.5},
+        "train": {"max_steps": 4, "batch_size": 4, "lr": 1e-3, "max_len": 96, "logging_steps": 1,
+                  "threads": 2},
+    })
+    card = distill_run(r, cache_dir, out)
+    return out, card
+
+
+def test_kd_lowers_the_loss(distilled, teacher_dir):
+    import torch
+
+    from distill.data import build_examples
+    from distill.evaluate import token_kl
+    from distill.train import load_model, load_tokenizer
+
+    out, card = distilled
+    tok = load_tokenizer(out / "model")
+    targets = json.loads((out / "run" / "teacher_targets.json").read_text())["ids"]
+    texts = [r["text"] for r in csv.DictReader(open(card["data"]["train"]))]
+    ex = build_examples(tok, texts, targets, 96)
+    teacher = load_model(teacher_dir, torch.float32, "cpu")
+    before = token_kl(load_model(out / "run" / "init", torch.float32, "cpu"), teacher, ex)
+    after = token_kl(load_model(out / "model", torch.float32, "cpu"), teacher, ex)
+    assert after < before
+    stage = card["stages"][0]
+    assert stage["steps"] == 4 and stage["kept_layers"] == [0, 29]
+
+
+def test_card_records_the_run(distilled):
+    out, card = distilled
+    on_disk = json.loads((out / "distill_card.json").read_text())
+    assert on_disk["student"]["layers"] == 2
+    assert on_disk["loss"]["temperature"] == 2.0 and on_disk["loss"]["alpha"] == 0.9
+    assert on_disk["teacher"]["layers"] == 30
+    assert on_disk["data"]["labels_used"] is False
+    assert on_disk["student"]["parameters"] > 0 and on_disk["train"]["max_steps"] == 4
+
+
+def test_transformers_loads_the_student(distilled):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, _ = distilled
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert model.config.num_hidden_layers == 2
+    ids = tok.apply_chat_template([{"role": "user", "content": "my card has not arrived"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    gen = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert gen.shape[1] == ids["input_ids"].shape[1] + 3 or gen.shape[1] > ids["input_ids"].shape[1]
+
+
+@pytest.mark.slow
+def test_vllm_serves_the_student(distilled, tmp_path):
+    pytest.importorskip("vllm")
+    import httpx
+
+    from distill.evaluate import VLLMServer
+
+    out, _ = distilled
+    with VLLMServer(out / "model", name="tiny-student", log_file=tmp_path / "vllm.log") as srv:
+        r = httpx.post(f"{srv.base_url}/chat/completions", timeout=120, json={
+            "model": "tiny-student", "max_tokens": 8, "temperature": 0,
+            "messages": [{"role": "user", "content": "I lost my card"}]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["choices"][0]["message"]["content"] is not None
+        assert body["usage"]["completion_tokens"] >= 1
+
+
+def test_progressive_chain(teacher_dir, cache_dir, tiny_csv, tmp_path):
+    """30 -> 3 -> 2 layers: the intermediate student teaches the final one."""
+    from distill.recipe import Recipe
+    from distill.train import distill_run
+
+    r = Recipe.model_validate({
+        "name": "tiny-progressive", "data": {"train_file": str(tiny_csv), "max_train": 4},
+        "stages": [3, 2],
+        "train": {"max_steps": 1, "batch_size": 4, "max_len": 96, "threads": 2},
+    })
+    card = distill_run(r, cache_dir, tmp_path / "p")
+    assert [s["layers"] for s in card["stages"]] == [3, 2]
+    assert card["stages"][1]["teacher"].endswith("stage0-3l/model")
+    assert json.loads((tmp_path / "p" / "model" / "config.json").read_text())["num_hidden_layers"] == 2
