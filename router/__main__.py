@@ -1,0 +1,5 @@
+"""Entry point for ``python -m router``."""
+
+from router.cli import main
+
+main()
