@@ -124,10 +124,17 @@ def run(
     except (ValidationError, RecipeError) as e:
         console.print(f"[red]bad recipe:[/red] {e}")
         raise typer.Exit(2)
-    _threads(r.train.threads or 2)
+    from distill import dist
+
+    # several processes on one box (torchrun/accelerate): one thread each unless the recipe says
+    _threads(r.train.threads or (1 if dist.enabled() else 2))
     from distill.train import distill_run
 
-    card = distill_run(r, cache, r.out, log=lambda m: console.print(f"[cyan]{m}[/cyan]"))
+    card = distill_run(r, cache, r.out,
+                       log=lambda m: console.print(m, style="cyan", markup=False, soft_wrap=True))
+    dist.shutdown()
+    if not dist.is_main():  # rank 0 evaluates and writes; the others are done
+        return
     if eval_n:
         card["evaluation"] = quick_eval(r, Path(r.out) / "model", eval_n)
         (Path(r.out) / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
@@ -164,6 +171,12 @@ def teacher_finetune_cmd(
     from distill.data import read_csv, subsample
     from distill.recipe import RecipeError, preflight
 
+    from distill import dist
+
+    if dist.enabled():  # every rank would write adapter/ and model/: not made multi-process
+        console.print("[red]error:[/red] teacher-finetune runs in one process; start it with "
+                      "python -m distill, not torchrun/accelerate launch")
+        raise typer.Exit(2)
     try:
         r = _recipe_from_args(recipe, None, None, None, out, set_)
         preflight(r, need_eval=eval_n > 0)

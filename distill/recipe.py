@@ -90,6 +90,9 @@ class TrainSpec(BaseModel):
     logging_steps: int = Field(20, ge=1)
     bf16: Optional[bool] = Field(None, description="default: True on a CUDA GPU, False on CPU")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads")
+    ddp_timeout: int = Field(
+        7200, ge=60, description="seconds any rank may wait for the others (torchrun/accelerate "
+        "runs): must cover rank 0 generating the teacher's targets while the others wait")
 
 
 class ApiTeacherSpec(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from distill import losses
+from distill import dist, losses
 from distill.data import (
     ExampleDataset,
     RightPadCollator,
@@ -48,7 +49,8 @@ def on_gpu() -> bool:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if on_gpu() else "cpu")
+    """``cuda:LOCAL_RANK`` on a GPU (each DDP rank its own GPU), else the CPU."""
+    return torch.device("cuda", dist.local_rank()) if on_gpu() else torch.device("cpu")
 
 
 def load_model(model_dir: Path, dtype: torch.dtype = torch.float32, device=None):
@@ -175,9 +177,19 @@ def _trainer_classes():
             return (loss, out) if return_outputs else loss
 
         def log(self, logs, *args, **kwargs):
-            for k, vals in self._parts.items():
-                if vals:
-                    logs[f"loss_{k}"] = round(sum(vals) / len(vals), 5)
+            parts = {k: (sum(v), len(v)) for k, v in self._parts.items() if v}
+            if dist.enabled() and torch.distributed.is_initialized():
+                # Trainer calls log() on every rank (after its own all-gather of the loss):
+                # average the loss parts over all ranks, not just rank 0's share of the batch
+                keys = ("soft", "hard", "hidden")
+                t = torch.tensor([x for k in keys for x in parts.get(k, (0.0, 0))], dtype=torch.float64)
+                if dist.backend() == "nccl":
+                    t = t.to(default_device())
+                torch.distributed.all_reduce(t)
+                t = t.cpu().tolist()
+                parts = {k: (t[2 * i], t[2 * i + 1]) for i, k in enumerate(keys) if t[2 * i + 1] > 0}
+            for k, (total, n) in parts.items():
+                logs[f"loss_{k}"] = round(total / n, 5)
             self._parts = {}
             super().log(logs, *args, **kwargs)
 
@@ -204,7 +216,13 @@ def training_args(spec, out_dir: Path, n_examples: int):
     from transformers import TrainingArguments
 
     bf16 = spec.bf16 if spec.bf16 is not None else on_gpu()
-    steps_per_epoch = math.ceil(n_examples / (spec.batch_size * spec.grad_accum))
+    # global batch = per-device batch x grad accumulation x processes (DDP)
+    steps_per_epoch = math.ceil(n_examples / (spec.batch_size * spec.grad_accum * dist.world_size()))
+    ddp = {}
+    if dist.enabled():
+        # CPU DDP needs gloo (Trainer would pick it too, but say so); on CUDA: NCCL
+        ddp = {"ddp_backend": dist.backend(), "ddp_timeout": spec.ddp_timeout,
+               "ddp_find_unused_parameters": False}
     total = spec.max_steps if spec.max_steps > 0 else math.ceil(steps_per_epoch * spec.epochs)
     return TrainingArguments(
         output_dir=str(out_dir),
@@ -228,6 +246,7 @@ def training_args(spec, out_dir: Path, n_examples: int):
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        **ddp,
     )
 
 
@@ -339,7 +358,9 @@ def teacher_targets(teacher_model, tok, texts: list[str], cache_file: Path | Non
     ids = generate_ids(teacher_model, tok, texts, max_new_tokens, batch_size)
     if cache_file:
         Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(cache_file).write_text(json.dumps({"key": key, "ids": ids}))
+        tmp = Path(cache_file).with_name(f".{Path(cache_file).name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "ids": ids}))
+        tmp.replace(cache_file)  # readers (other ranks, reruns) never see half a file
     return ids
 
 
@@ -349,6 +370,46 @@ def freeze_embeddings(model) -> None:
     out = model.get_output_embeddings()
     if out is not None:
         out.weight.requires_grad_(False)
+
+
+class _SeenDataset:
+    """Wraps a dataset and records the indices this process read (proof of the DDP split).
+
+    Read, not necessarily trained on: a data loader may fetch one batch ahead of the last step.
+    """
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.seen: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        self.seen.append(int(i))
+        return self.ds[i]
+
+
+def _trainable_digest(model) -> str:
+    h = hashlib.sha256()
+    for name, prm in model.named_parameters():
+        if prm.requires_grad:
+            h.update(name.encode())
+            h.update(prm.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _split_stats(read_per_rank: list[list[int]], n_examples: int) -> dict:
+    sets = [set(s) for s in read_per_rank]
+    shared = set.intersection(*sets) if len(sets) > 1 else set()
+    return {
+        "examples": n_examples,
+        "read_per_rank": [len(s) for s in read_per_rank],
+        "distinct_per_rank": [len(s) for s in sets],
+        "distinct_union": len(set().union(*sets)),
+        "read_by_every_rank": len(shared),
+        "first_read_per_rank": [s[:32] for s in read_per_rank],
+    }
 
 
 def train_student(
@@ -370,10 +431,11 @@ def train_student(
     history: list[dict] = []
     ckpt_dir = Path(out_dir) / "checkpoints"
     use_teacher = recipe.loss.targets == "teacher" and recipe.loss.alpha > 0
+    dataset = _SeenDataset(examples if hasattr(examples, "collator") else ExampleDataset(examples))
     trainer = KDTrainer(
         model=model,
         args=training_args(spec, ckpt_dir, len(examples)),
-        train_dataset=examples if hasattr(examples, "collator") else ExampleDataset(examples),
+        train_dataset=dataset,
         data_collator=_collator_for(examples, tok),
         callbacks=[HistoryCallbackFactory.make(history)],
         teacher=teacher_model if use_teacher else None,
@@ -383,10 +445,22 @@ def train_student(
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=_latest_checkpoint(ckpt_dir))
     secs = time.perf_counter() - t0
-    info = {"kind": "student", "recipe": recipe.name, "seed": spec.seed}
-    save_model_dir(trainer.model, tok, student_dir, Path(out_dir) / "model", info)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return {"train_seconds": round(secs, 1), "steps": trainer.state.global_step, "history": history}
+    seen = dist.gather_object(dataset.seen)  # collective: every rank
+    digests = dist.gather_object(_trainable_digest(trainer.model)) if dist.enabled() else None
+    a = trainer.args
+    parallel = {"world_size": a.world_size, "backend": dist.backend(),
+                "per_device_batch": a.per_device_train_batch_size, "grad_accum": a.gradient_accumulation_steps,
+                "global_batch": a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size,
+                **_split_stats(seen, len(dataset))}
+    if digests is not None:  # DDP averaged the gradients: every replica ends with the same weights
+        parallel["replicas_identical"] = len(set(digests)) == 1
+    if dist.is_main():  # DDP replicas are identical: one rank writes
+        info = {"kind": "student", "recipe": recipe.name, "seed": spec.seed}
+        save_model_dir(trainer.model, tok, student_dir, Path(out_dir) / "model", info)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    dist.barrier()  # the next stage (or the card) reads out_dir/model
+    return {"train_seconds": round(secs, 1), "steps": trainer.state.global_step, "history": history,
+            "parallel": parallel}
 
 
 def _collator_for(examples, tok):
@@ -417,9 +491,14 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
     preflight(recipe)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
+    dist.init(recipe.train.ddp_timeout)
+    if dist.enabled():
+        log(f"{dist.tag()}: world size {dist.world_size()}, local rank {dist.local_rank()}, "
+            f"device {default_device()}, torch threads {torch.get_num_threads()}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    teacher_dir = resolve_teacher_dir(recipe, cache)
+    with dist.main_first():  # rank 0 materializes the teacher; the others then find it complete
+        teacher_dir = resolve_teacher_dir(recipe, cache)
     tok = load_tokenizer(teacher_dir)
     rows = subsample(read_csv(recipe.data.train_path()), recipe.data.max_train, seed=0)
     texts = [r["text"] for r in rows]
@@ -430,22 +509,34 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
         sdir = out / (f"stage{i}-{depth}l" if len(depths) > 1 else "run")
         log(f"stage {i}: {depth}-layer student from {stage_teacher_dir}")
         init_dir = sdir / "init"
-        if not (init_dir / "config.json").is_file():
-            if recipe.student.init == "layer_drop":
-                layer_drop(stage_teacher_dir, init_dir, depth)
-            else:
-                from_scratch(stage_teacher_dir, init_dir, depth, recipe.student.hidden_size,
-                             recipe.student.intermediate_size, recipe.train.seed)
+        with dist.main_first():
+            if not (init_dir / "config.json").is_file():
+                if recipe.student.init == "layer_drop":
+                    layer_drop(stage_teacher_dir, init_dir, depth)
+                else:
+                    from_scratch(stage_teacher_dir, init_dir, depth, recipe.student.hidden_size,
+                                 recipe.student.intermediate_size, recipe.train.seed)
         kept = json.loads((init_dir / "student_init.json").read_text()).get("kept_layers")
         dtype = torch.bfloat16 if on_gpu() else torch.float32
         teacher_model = None
         if recipe.api_teacher is not None and i == 0:
             from distill.api_teacher import api_examples
 
-            examples = api_examples(recipe, tok, texts, cache_file=out / "api_teacher_targets.jsonl")
+            # rank 0 queries the API and writes the cache; the others read it
+            with dist.main_first():
+                examples = api_examples(recipe, tok, texts, cache_file=out / "api_teacher_targets.jsonl")
         elif recipe.loss.targets == "teacher":
             teacher_model = load_model(stage_teacher_dir, dtype=dtype)
-            tgt = teacher_targets(teacher_model, tok, texts, sdir / "teacher_targets.json")
+            cache_file = sdir / "teacher_targets.json"
+            # sequence-level KD targets: rank 0 generates them all (same targets as a
+            # single-process run) and caches them; the other ranks wait, then read the cache
+            with dist.main_first():
+                cached = cache_file.is_file()
+                t0 = time.perf_counter()
+                tgt = teacher_targets(teacher_model, tok, texts, cache_file)
+            if dist.enabled() or not cached:
+                log(f"{dist.tag() or 'teacher targets'}: {len(tgt)} teacher targets "
+                    f"{'read from cache' if cached else 'generated'} ({time.perf_counter() - t0:.1f} s)")
             examples = build_examples(tok, texts, tgt, recipe.train.max_len)
         else:  # comparison student: dataset labels, no teacher
             examples = build_examples(tok, texts, [target_for(r["category"]) for r in rows],
@@ -456,15 +547,27 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
                        "train_seconds": stats["train_seconds"], "steps": stats["steps"],
                        "first_losses": next((h for h in stats["history"] if "loss" in h), None),
                        "final_losses": next((h for h in reversed(stats["history"]) if "loss" in h), None),
-                       "train_summary": next((h for h in reversed(stats["history"]) if "train_loss" in h), None)})
+                       "train_summary": next((h for h in reversed(stats["history"]) if "train_loss" in h), None),
+                       "parallel": stats["parallel"]})
+        if dist.enabled():
+            p = stats["parallel"]
+            log(f"{dist.tag()}: trained {stats['steps']} steps, global batch {p['global_batch']} "
+                f"(= {p['per_device_batch']} x {p['grad_accum']} x {p['world_size']} processes), "
+                f"this rank read {p['read_per_rank'][dist.rank()]} examples "
+                f"(first: {p['first_read_per_rank'][dist.rank()][:8]})")
         stage_teacher_dir = sdir / "model"
     final = out / "model"
-    if final.exists():
-        shutil.rmtree(final)
-    shutil.copytree(stage_teacher_dir, final)
-    card = make_card(recipe, teacher_dir, final, stages, len(texts))
-    (out / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
-    shutil.copy2(out / "distill_card.json", final / "distill_card.json")
+    card = None
+    if dist.is_main():  # only rank 0 writes the final dir and the card
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(stage_teacher_dir, final)
+        card = make_card(recipe, teacher_dir, final, stages, len(texts))
+        (out / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
+        shutil.copy2(out / "distill_card.json", final / "distill_card.json")
+    dist.barrier()
+    if card is None:
+        card = json.loads((out / "distill_card.json").read_text())
     return card
 
 
@@ -493,6 +596,8 @@ def make_card(recipe: Recipe, teacher_dir: Path, model_dir: Path, stages: list[d
                  "labels_used": recipe.loss.targets == "gold"},
         "stages": stages,
         "device": torch.cuda.get_device_name(0) if on_gpu() else "cpu",
+        "processes": dist.world_size(),
+        "ddp_backend": dist.backend(),
         "evaluation": None,
         "recipe": recipe.model_dump(mode="json"),
     }

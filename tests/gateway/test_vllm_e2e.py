@@ -117,6 +117,29 @@ def test_auto_is_routed_and_scored(vllm_gateway, client):
         assert row["route_policy"] == "fixed" and row["tier"] == "teacher"
 
 
+EASY = "What is the capital of France?\nA. Berlin\nB. Madrid\nC. Paris\nD. Rome\nAnswer:"
+HARD = ("Which of the following propositions is an immediate (one-step) consequence in PL of the given premises?\n"
+        "(A \u2228 B) \u2283 (C \u2228 D)\nA \u2228 B\n~C\nA. ~A \u2228 ~B\nB. ~~C\nC. C \u2228 D\n"
+        "D. (A \u2228 B) \u2283 D\nAnswer:")
+
+
+def test_trained_router_sends_easy_and_hard_prompts_to_different_tiers(vllm_gateway, client):
+    """The shipped scikit-learn artifact behind `auto`: the score and threshold decide the tier."""
+    from router import load_router
+
+    artifact = load_router(vllm_gateway.config["router"]["artifact"])
+    tiers = {}
+    for name, prompt in (("easy", EASY), ("hard", HARD)):
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", max_tokens=2, messages=[{"role": "user", "content": prompt}])
+        score = float(raw.headers["x-tierwise-route-score"])
+        assert score == pytest.approx(artifact.score([{"role": "user", "content": prompt}]), abs=1e-4)
+        row = ledger_row(vllm_gateway, raw.headers["x-request-id"])
+        assert row["route_policy"] == "trained" and row["route_threshold"] == pytest.approx(artifact.threshold)
+        tiers[name] = raw.headers["x-tierwise-tier"]
+    assert tiers == {"easy": "student", "hard": "teacher"}
+
+
 def test_health_reports_each_vllm_tier(vllm_gateway):
     health = httpx.get(vllm_gateway.url + "/health").json()
     assert health["status"] == "ok"
