@@ -275,7 +275,16 @@ def main() -> None:
                         help="operating points: share of the replayed traffic the threshold sends to the teacher")
     parser.add_argument("--router", type=Path, help="router artifact (default: train one here)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-router-only", type=Path, metavar="OUT",
+                        help="only train the support router (MMLU train + Banking77 half) and save it to OUT")
     args = parser.parse_args()
+    if args.train_router_only:
+        import shutil
+
+        with tempfile.TemporaryDirectory() as tmp_name:
+            shutil.copy(train_router(Path(tmp_name), args.seed, teacher_share=0.2), args.train_router_only)
+        print(f"e2e_savings: wrote the support router to {args.train_router_only}")
+        return
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     from gateway.tiers.litellm_provider import _litellm
 

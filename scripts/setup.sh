@@ -14,7 +14,7 @@ stamp=.venv/.tierwise-lock
 want=$(cat requirements/lock-cpu.txt pyproject.toml | sha256sum | cut -c1-64)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing the locked dependencies (first time: several minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q --upgrade pip wheel
   .venv/bin/python -m pip install -q --no-deps -r requirements/lock-cpu.txt
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   # PyPI's torchvision breaks transformers' imports next to the CPU torch build.
