@@ -42,6 +42,7 @@ def _error_message(content: bytes) -> str:
 
 
 TransportErrors = (aiohttp.ClientError, TimeoutError)
+STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 def _transport_error(tier: str, exc: BaseException) -> UpstreamError:
@@ -87,13 +88,20 @@ class OpenAIHTTPTier(Tier):
 
     async def complete(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
         url = self.base_url + PATHS[endpoint]
-        try:
-            async with self.client.post(url, json=self._payload(body), headers=self.headers,
-                                        timeout=self.timeout) as resp:
-                content = await resp.read()
-                status = resp.status
-        except TransportErrors as exc:
-            raise _transport_error(self.name, exc) from exc
+        for attempt in (1, 2):
+            try:
+                async with self.client.post(url, json=self._payload(body), headers=self.headers,
+                                            timeout=self.timeout) as resp:
+                    content = await resp.read()
+                    status = resp.status
+                break
+            except STALE_CONNECTION as exc:
+                # A pooled keep-alive connection the server had already closed: nothing was
+                # processed, so one retry on a fresh connection is safe.
+                if attempt == 2:
+                    raise _transport_error(self.name, exc) from exc
+            except TransportErrors as exc:
+                raise _transport_error(self.name, exc) from exc
         if status != 200:
             raise UpstreamError(status if status < 500 else 502, _error_message(content))
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -19,7 +21,8 @@ def test_embedded_defaults_load_with_placeholders_expanded(monkeypatch, tmp_path
     cfg = load_config()
     assert [t.model_name for t in cfg.model_list] == ["teacher", "student"]
     assert cfg.tier("teacher").vllm.model == f"{tmp_path}/teacher"
-    assert cfg.router.artifact == f"{PROJECT_ROOT}/artifacts/router/mmlu_router.skops"
+    assert cfg.router.artifact == f"{PROJECT_ROOT}/artifacts/router/support_router.skops"
+    assert Path(cfg.router.artifact).exists()
     assert cfg.ledger.url == f"sqlite:///{PROJECT_ROOT}/.tierwise/ledger.db"
     assert cfg.teacher_tier == "teacher"
 

@@ -49,5 +49,8 @@ class ChatCompletionRequest(SamplingRequest):
         return self.max_completion_tokens or self.max_tokens
 
     def routing_messages(self) -> list[dict[str, str]]:
-        """Plain ``{"role", "content"}`` dicts for the router (text only)."""
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+        """Plain ``{"role", "content"}`` dicts for the router: the conversation without its
+        system/developer instructions, which are the operator's and say nothing about how hard
+        this request is (and would differ from the prompts the router was trained on)."""
+        turns = [{"role": m.role, "content": m.text()} for m in self.messages if m.role not in ("system", "developer")]
+        return turns or [{"role": "user", "content": self.messages[-1].text()}]
