@@ -93,8 +93,8 @@ def gpu_stage(args) -> None:
     from distill.recipe import TrainSpec, load_recipe
     from distill.ship import write_student_shards
     from distill.student_init import layer_drop
-    from distill.train import (count_params, decode_responses, generate_ids, load_model,
-                               load_tokenizer, teacher_finetune, teacher_targets, train_student)
+    from distill.modeling import decode_responses, generate_ids, load_model, load_tokenizer
+    from distill.train import count_params, teacher_finetune, teacher_targets, train_student
 
     torch.backends.cuda.matmul.allow_tf32 = True
     recipe = load_recipe(args.recipe)

@@ -146,7 +146,7 @@ def quick_eval(r, model_dir: Path, n: int) -> dict:
     """Intent accuracy of one model dir on the first ``n`` eval messages (transformers)."""
     from distill.data import read_csv
     from distill.evaluate import accuracy, intent_correct
-    from distill.train import decode_responses, generate_ids, load_model, load_tokenizer
+    from distill.modeling import decode_responses, generate_ids, load_model, load_tokenizer
 
     rows = read_csv(r.data.eval_path(), limit=n)
     tok = load_tokenizer(model_dir)

@@ -52,7 +52,7 @@ def test_kd_lowers_the_loss(distilled, teacher_dir):
 
     from distill.data import build_examples
     from distill.evaluate import token_kl
-    from distill.train import load_model, load_tokenizer
+    from distill.modeling import load_model, load_tokenizer
 
     out, card = distilled
     tok = load_tokenizer(out / "model")
