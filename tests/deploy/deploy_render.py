@@ -287,3 +287,19 @@ def _ignored(patterns: list[str], rel: str) -> bool:
 def sent_to_build(dockerfile: Path, rel: str) -> bool:
     """Whether ``rel`` (a path in the repo) reaches the build context under the .dockerignore."""
     return not _ignored(dockerignore_patterns(dockerfile), rel.rstrip("/"))
+
+
+def parse_gateway_config(raw: dict, env: dict[str, str]):
+    """``gateway.config.parse_config`` as the container would run it: with its environment set
+    (``{env:NAME}`` placeholders), and this process's environment restored afterwards."""
+    import os
+
+    from gateway.config import parse_config
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        return parse_config(raw)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

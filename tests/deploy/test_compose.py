@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from deploy_render import COMPOSE_FILE, DEPLOY, DOCKER, REPO, command_list, dockerfile_instructions, flag, load_compose
+from deploy_render import (COMPOSE_FILE, DEPLOY, DOCKER, REPO, command_list, dockerfile_instructions, flag, load_compose,
+                           parse_gateway_config)
 
 DASHBOARD = DEPLOY / "grafana" / "tierwise-dashboard.json"
 
@@ -166,7 +166,6 @@ def vllm_port(svc: dict) -> int:
 
 
 def gateway_config(compose: dict):
-    from gateway.config import parse_config
 
     gw = compose["services"]["gateway"]
     argv = command_list(gw["command"])
@@ -174,13 +173,7 @@ def gateway_config(compose: dict):
     path = config_target(gw, compose, flag(argv, "--config"))
     raw = yaml.safe_load(path.read_text())
     env = {k: str(v) for k, v in gw.get("environment", {}).items()}
-    saved = dict(os.environ)
-    try:
-        os.environ.update(env)
-        cfg = parse_config(raw)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    cfg = parse_gateway_config(raw, env)
     return cfg, argv, env
 
 

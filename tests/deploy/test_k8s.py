@@ -5,7 +5,6 @@ fields fail), and check the references between objects and the gateway config th
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from deploy_render import K8S, REPO, command_list, containers, flag, pod_specs, render_kustomization, split_image
+from deploy_render import (K8S, REPO, command_list, containers, flag, parse_gateway_config, pod_specs,
+                           render_kustomization, split_image)
 
 # Every kustomization a user may apply (the base alone lacks the Secrets on purpose).
 OVERLAYS = [K8S / "overlays" / "example"]
@@ -283,7 +283,6 @@ def test_images_are_pinned(objs):
 
 def gateway_config(objs: list[dict]):
     """The gateway's config as the pod sees it: the ConfigMap file at --config, env from Secrets."""
-    from gateway.config import parse_config
 
     [gw] = component(objs, "gateway")
     spec = gw["spec"]["template"]["spec"]
@@ -298,13 +297,7 @@ def gateway_config(objs: list[dict]):
     key = config_path[len(mount["mountPath"].rstrip("/")) + 1:]
     raw = yaml.safe_load(cm["data"][key])
     env = container_env(objs, c)
-    saved = dict(os.environ)
-    try:
-        os.environ.update(env)
-        cfg = parse_config(raw)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    cfg = parse_gateway_config(raw, env)
     return cfg, raw, env, int(flag(argv, "--port") or cfg.server.port), c
 
 

@@ -12,21 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from distill.data import data_root
+from tiny_data import write_tiny_banking_csv
+
 
 
 @pytest.fixture(scope="module")
 def tiny_csv(tmp_path_factory) -> Path:
-    src = data_root() / "banking77" / "train.csv"
-    if not src.is_file():
-        pytest.skip(f"Banking77 not found at {src}")
-    rows = list(csv.DictReader(open(src, newline="")))[::1250][:8]
-    p = tmp_path_factory.mktemp("data") / "tiny.csv"
-    with open(p, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text"])  # no labels: KD needs none
-        w.writeheader()
-        w.writerows({"text": r["text"]} for r in rows)
-    return p
+    return write_tiny_banking_csv(tmp_path_factory.mktemp("data"), stride=1250, n=8)
 
 
 @pytest.fixture(scope="module")

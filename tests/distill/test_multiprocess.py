@@ -10,7 +10,6 @@ ranks. Then a single-process run of the same recipe, for comparison of the artif
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.data import data_root
+from tiny_data import write_tiny_banking_csv
 
 REPO = Path(__file__).resolve().parents[2]
 N = 32  # messages
@@ -32,16 +31,7 @@ ARGS = ["--recipe", str(REPO / "distill" / "recipes" / "cpu_quick.yaml"),
 
 @pytest.fixture(scope="module")
 def tiny_csv(tmp_path_factory) -> Path:
-    src = data_root() / "banking77" / "train.csv"
-    if not src.is_file():
-        pytest.skip(f"Banking77 not found at {src}")
-    rows = list(csv.DictReader(open(src, newline="")))[::300][:N]
-    p = tmp_path_factory.mktemp("data") / "tiny.csv"
-    with open(p, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text"])  # no labels: KD needs none
-        w.writeheader()
-        w.writerows({"text": r["text"]} for r in rows)
-    return p
+    return write_tiny_banking_csv(tmp_path_factory.mktemp("data"), stride=300, n=N)
 
 
 def _env() -> dict:
