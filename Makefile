@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make serve` and `make test` (both set up first).
-.PHONY: setup serve test test-fast bench
+.PHONY: setup serve test test-fast bench images
 
 setup:
 	bash scripts/setup.sh
@@ -12,3 +12,7 @@ test: setup
 
 test-fast: setup
 	.venv/bin/python -m pytest -m "not slow"
+
+# Container images with podman, air-gapped (deploy/README.md): tierwise/gateway, tierwise/vllm-cpu.
+images: setup
+	bash scripts/build_images.sh all

@@ -3,7 +3,8 @@
 Two stages, because quality needs a GPU to train on and cost must be measured where tiers
 are served:
 
-``gpu``  (the `device` tool, one H100; resumable: re-running continues where it stopped)
+``gpu``  (the `device` tool, one H100; resumable: re-running continues where it stopped;
+        the code is in ``benchmarks/distill_gpu.py``)
     teacher fine-tune (LoRA) -> teacher replies on the test set -> teacher generations on
     the train messages (sequence-level KD targets) -> for each seed a KD student and a
     hard-label student (same init, data and steps) -> quality of every tier: intent
@@ -16,271 +17,34 @@ are served:
     throughput (1 and 8 streams) and time to first token, checks the served tiers' accuracy
     on a test subset, merges everything into ``benchmarks/results/distill_quality.json``
     and writes the RouteLLM-format correctness file.
+
+Run from the repository root: ``python -m benchmarks.distill_quality gpu|cpu|report ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
-import shutil
 import statistics
-import sys
-import tarfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-RESULTS = REPO / "benchmarks" / "results"
-T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
-
-
-# ==================================================================================== GPU
-class Steps:
-    """Resumable steps: results persisted after each, skipped when already done."""
-
-    def __init__(self, work: Path, budget_s: float):
-        self.work, self.deadline = work, T0 + budget_s
-        self.path = work / "results.json"
-        self.res = json.loads(self.path.read_text()) if self.path.is_file() else {"steps": {}}
-
-    def left(self) -> float:
-        return self.deadline - time.perf_counter()
-
-    def run(self, name: str, est_s: float, fn):
-        if name in self.res["steps"]:
-            log(f"skip {name} (done)")
-            return self.res["steps"][name]
-        if self.left() < est_s:
-            log(f"skip {name}: {self.left():.0f} s left, needs ~{est_s:.0f} s")
-            return None
-        log(f"start {name}")
-        t = time.perf_counter()
-        out = fn()
-        out = dict(out or {})
-        out["seconds"] = round(time.perf_counter() - t, 1)
-        self.res["steps"][name] = out
-        self.save()
-        log(f"done {name} in {out['seconds']} s: { {k: v for k, v in out.items() if not isinstance(v, (list, dict))} }")
-        return out
-
-    def save(self) -> None:
-        self.path.write_text(json.dumps(self.res, indent=2))
-
-
-def round_fp16_(model) -> None:
-    """Round weights to fp16 and back: evaluate exactly what ships (fp16 shards)."""
-    import torch
-
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(p.half().float())
-
-
-def gpu_stage(args) -> None:
-    import torch
-
-    from distill.data import build_examples, read_csv, target_for
-    from distill.evaluate import accuracy, agreement, intent_correct, token_kl
-    from distill.packaged import materialize_teacher
-    from distill.recipe import TrainSpec, load_recipe
-    from distill.ship import write_student_shards
-    from distill.student_init import layer_drop
-    from distill.modeling import decode_responses, generate_ids, load_model, load_tokenizer
-    from distill.train import count_params, teacher_finetune, teacher_targets, train_student
-
-    torch.backends.cuda.matmul.allow_tf32 = True
-    recipe = load_recipe(args.recipe)
-    if args.data:
-        recipe.data.root = Path(args.data)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    if args.resume_from and not (work / "results.json").is_file():
-        # Continue a run whose machine was given back: its results + the teacher's shipped
-        # adapter and test replies came back; everything else is rebuilt or rerun.
-        prev = Path(args.resume_from)
-        res = json.loads((prev / "gpu_results.json").read_text())
-        res["steps"] = {k: v for k, v in res["steps"].items() if k in ("teacher_finetune", "eval_teacher")}
-        (work / "results.json").write_text(json.dumps(res, indent=2))
-        (work / "preds").mkdir(exist_ok=True)
-        shutil.copy2(prev / "preds" / "teacher.json", work / "preds" / "teacher.json")
-        (work / "teacher" / "adapter").mkdir(parents=True, exist_ok=True)
-        for n in ("adapter_model.safetensors", "adapter_config.json"):
-            shutil.copy2(prev / n, work / "teacher" / "adapter" / n)
-        if (prev / "teacher_targets.json.gz").is_file():  # skip regenerating them
-            import gzip
-
-            (work / "teacher_targets.json").write_bytes(gzip.decompress((prev / "teacher_targets.json.gz").read_bytes()))
-    S = Steps(work, args.budget_s)
-    S.res["hardware"] = {
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__, "python": platform.python_version(),
-        "transformers": __import__("transformers").__version__, "peft": __import__("peft").__version__,
-        "cpus": os.cpu_count(),
-    }
-    S.res["recipe"] = recipe.model_dump(mode="json")
-    train_rows = read_csv(recipe.data.train_path(), limit=args.max_train)
-    test_rows = read_csv(recipe.data.eval_path(), limit=args.max_eval)
-    test_texts = [r["text"] for r in test_rows]
-    test_labels = [r["category"] for r in test_rows]
-    preds_dir = work / "preds"
-    preds_dir.mkdir(exist_ok=True)
-
-    base = materialize_teacher(work / "base-teacher")
-    tf = recipe.teacher_finetune
-    t_spec = TrainSpec(epochs=tf.epochs, batch_size=tf.batch_size, lr=tf.lr, max_len=recipe.train.max_len,
-                       warmup_ratio=0.05, logging_steps=50, seed=0)
-    S.run("teacher_finetune", 60, lambda: teacher_finetune(base, train_rows, work / "teacher", t_spec,
-                                                           tf.lora_r, tf.lora_alpha))
-    teacher_dir = work / "teacher" / "model"
-    if not (teacher_dir / "config.json").is_file():  # resumed: rebuild exactly as assemble does
-        from distill.assemble import build_merged_teacher
-
-        build_merged_teacher(base, work / "teacher" / "adapter", teacher_dir, "resumed")
-    tok = load_tokenizer(teacher_dir)
-    state: dict = {}
-
-    def teacher32():
-        if "t32" not in state:
-            state["t32"] = load_model(teacher_dir, torch.float32)
-        return state["t32"]
-
-    def evaluate(name: str, model_dir: Path, fp16: bool) -> dict:
-        m = load_model(model_dir, torch.float32)
-        if fp16:
-            round_fp16_(m)
-        t = time.perf_counter()
-        ids = generate_ids(m, tok, test_texts, args.max_new_tokens, args.gen_batch)
-        gen_s = time.perf_counter() - t
-        replies = decode_responses(tok, ids)
-        (preds_dir / f"{name}.json").write_text(json.dumps({"ids": ids, "replies": replies}))
-        flags = intent_correct(replies, test_labels)
-        out = {"intent_accuracy": accuracy(flags), "n": len(flags), "hf_generate_seconds": round(gen_s, 1),
-               **count_params(model_dir), "layers": m.config.num_hidden_layers}
-        if name != "teacher":
-            t_rep = json.loads((preds_dir / "teacher.json").read_text())
-            out.update(agreement(replies, t_rep["replies"]))
-            ex = build_examples(tok, test_texts, t_rep["ids"], recipe.train.max_len)
-            out["token_kl_to_teacher"] = token_kl(m, teacher32(), ex, batch_size=128)
-        del m
-        torch.cuda.empty_cache()
-        return out
-
-    S.run("eval_teacher", 20, lambda: evaluate("teacher", teacher_dir, False))
-
-    def make_targets():
-        t16 = load_model(teacher_dir, torch.bfloat16)
-        t = time.perf_counter()
-        ids = teacher_targets(t16, tok, [r["text"] for r in train_rows], work / "teacher_targets.json",
-                              args.max_new_tokens, args.gen_batch)
-        from distill.data import parse_intent
-
-        agree = accuracy([parse_intent(x) == r["category"]
-                          for x, r in zip(decode_responses(tok, ids), train_rows)])
-        del t16
-        return {"n": len(ids), "gen_seconds": round(time.perf_counter() - t, 1),
-                "train_label_agreement": agree}
-
-    S.run("teacher_targets", 40, make_targets)
-    init_dir = work / "init6"
-    if not (init_dir / "config.json").is_file():
-        layer_drop(teacher_dir, init_dir, recipe.student.layers)
-    kept = json.loads((init_dir / "student_init.json").read_text())["kept_layers"]
-
-    def examples_for(kind: str):
-        texts = [r["text"] for r in train_rows]
-        if kind == "gold":
-            return build_examples(tok, texts, [target_for(r["category"]) for r in train_rows],
-                                  recipe.train.max_len)
-        tgt = json.loads((work / "teacher_targets.json").read_text())["ids"]
-        return build_examples(tok, texts, tgt, recipe.train.max_len)
-
-    def train_eval(name: str, variant: dict, init: Path = init_dir, teacher_dir_: Path = teacher_dir,
-                   layer_map=kept, examples_kind: str | None = None) -> dict:
-        r = recipe.model_copy(deep=True)
-        for k, v in variant.items():
-            sect, key = k.split(".")
-            setattr(getattr(r, sect), key, v)
-        teacher_model = None
-        if r.loss.targets == "teacher":
-            teacher_model = load_model(teacher_dir_, torch.bfloat16)
-        ex = examples_for(examples_kind or r.loss.targets)
-        out_dir = work / "students" / name
-        stats = train_student(init, teacher_model, tok, ex, r, out_dir, layer_map)
-        del teacher_model
-        torch.cuda.empty_cache()
-        res = evaluate(name, out_dir / "model", fp16=True)
-        hist = stats["history"]
-        res.update({"train_seconds": stats["train_seconds"], "steps": stats["steps"],
-                    "first_log": hist[0] if hist else None, "last_log": hist[-2] if len(hist) > 1 else None,
-                    "variant": variant})
-        return res
-
-    for seed in recipe.seeds:
-        S.run(f"kd_seed{seed}", 150, lambda seed=seed: train_eval(f"kd_seed{seed}", {"train.seed": seed}))
-        S.run(f"hard_seed{seed}", 120, lambda seed=seed: train_eval(
-            f"hard_seed{seed}", {"train.seed": seed, "loss.targets": "gold", "loss.alpha": 0.0}))
-        if seed == recipe.seeds[0] and f"kd_seed{seed}" in S.res["steps"]:
-            S.run("init_untrained", 25, lambda: evaluate("init_untrained", init_dir, fp16=False))
-            S.run("ship_student", 5, lambda: {"files": [str(p) for p in write_student_shards(
-                work / "students" / f"kd_seed{seed}" / "model", work / "ship")]})
-    if args.no_extras:
-        S.save()
-        return
-    # extras, when time allows
-    S.run("kd_seed0_no_hidden", 150, lambda: train_eval("kd_seed0_no_hidden", {"loss.hidden_weight": 0.0}))
-
-    def progressive():
-        mid_init = work / "init10"
-        if not (mid_init / "config.json").is_file():
-            layer_drop(teacher_dir, mid_init, 10)
-        mid_kept = json.loads((mid_init / "student_init.json").read_text())["kept_layers"]
-        mid = train_eval("prog_10l", {}, init=mid_init, layer_map=mid_kept)
-        small_init = work / "init6_from10"
-        if not (small_init / "config.json").is_file():
-            layer_drop(work / "students" / "prog_10l" / "model", small_init, 6)
-        sk = json.loads((small_init / "student_init.json").read_text())["kept_layers"]
-        small = train_eval("prog_10l_6l", {}, init=small_init, teacher_dir_=work / "students" / "prog_10l" / "model",
-                           layer_map=sk, examples_kind="teacher")
-        return {"intermediate_10l": mid, "student_6l": small}
-
-    S.run("progressive_30_10_6", 330, progressive)
-    S.save()
-
-
-def pack_outputs(work: Path, out: Path) -> None:
-    """At most 8 files back: adapter, student shards, results, a tarball of the rest."""
-    out.mkdir(parents=True, exist_ok=True)
-    for p in [work / "teacher" / "adapter" / "adapter_model.safetensors", *sorted((work / "ship").glob("*.safetensors"))]:
-        if p.is_file():
-            shutil.copy2(p, out / p.name)
-    if (work / "results.json").is_file():
-        shutil.copy2(work / "results.json", out / "gpu_results.json")
-    with tarfile.open(out / "small.tar.gz", "w:gz") as tar:
-        for p in [work / "teacher" / "adapter" / "adapter_config.json", work / "teacher" / "teacher_card.json",
-                  work / "preds", work / "init6" / "student_init.json",
-                  work / "teacher_targets.json"]:
-            if p.exists():
-                tar.add(p, arcname=p.name)
+from benchmarks.common import REPO, RESULTS, log, require_data
+from distill.assemble import assemble
+from distill.data import parse_intent, read_csv
+from distill.evaluate import VLLMServer, accuracy, chat_replies, intent_correct, measure_throughput
+from distill.student_init import layer_drop
 
 
 # ==================================================================================== CPU
-def cpu_stage(args) -> None:
-    import torch
+def cpu_stage(args: argparse.Namespace) -> None:
+    """Serve each assembled tier with vLLM on this CPU: throughput, TTFT, served accuracy."""
+    import torch  # here, not at the top: the report stage needs no torch
 
     torch.set_num_threads(2)
-    from distill.assemble import assemble
-    from distill.data import read_csv
-    from distill.evaluate import VLLMServer, accuracy, chat_replies, intent_correct, measure_throughput
-    from distill.student_init import layer_drop
-
     cache = Path(args.cache)
     rep = assemble(cache)
     tiers = {"teacher": rep.dirs["teacher"]}
@@ -290,7 +54,7 @@ def cpu_stage(args) -> None:
         if not (init / "config.json").is_file():
             layer_drop(rep.dirs["teacher"], init, 6)
         tiers["init_untrained"] = init
-    rows = read_csv(Path(args.data or REPO.parent / "shared" / "data") / "banking77" / "test.csv")[: args.cpu_eval_n]
+    rows = read_csv(require_data("banking77", "test.csv", root=args.data))[: args.cpu_eval_n]
     out: dict = {"hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                               "python": platform.python_version(), "torch": torch.__version__,
                               "vllm": __import__("vllm").__version__, "dtype": "float32"},
@@ -369,13 +133,11 @@ def report(args) -> None:
     if cpu and args.preds:
         # the tiers as served (assembled from shipped files, vLLM float32 on the CPU) against the
         # GPU evaluation of the same weights, on the same first-n test messages
-        from distill.data import data_root, parse_intent, read_csv
-
         check = {}
         for tier, pred in (("teacher", "teacher"), ("kd_student", "kd_seed0")):
             se = (cpu["tiers"].get(tier) or {}).get("served_eval")
             if se:
-                rows = read_csv(data_root(args.data) / "banking77" / "test.csv")[: se["n"]]
+                rows = read_csv(require_data("banking77", "test.csv", root=args.data))[: se["n"]]
                 rep = json.loads((Path(args.preds) / f"{pred}.json").read_text())["replies"][: se["n"]]
                 gpu_acc = sum(parse_intent(a) == r["category"] for a, r in zip(rep, rows)) / len(rows)
                 check[tier] = {"n": se["n"], "served_cpu_vllm": se["intent_accuracy"], "gpu_transformers": gpu_acc}
@@ -395,11 +157,7 @@ def report(args) -> None:
     (RESULTS / "distill_quality.json").write_text(json.dumps(out, indent=2))
     # RouteLLM-format per-prompt correctness (prompt, student correct, teacher correct)
     if args.preds:
-        import csv
-
-        from distill.data import parse_intent, read_csv
-
-        rows = read_csv(Path(args.data or REPO.parent / "shared" / "data") / "banking77" / "test.csv")
+        rows = read_csv(require_data("banking77", "test.csv", root=args.data))
         t = json.loads((Path(args.preds) / "teacher.json").read_text())["replies"]
         s = json.loads((Path(args.preds) / "kd_seed0.json").read_text())["replies"]
         with open(RESULTS / "banking77_tier_correctness.csv", "w", newline="") as f:
@@ -438,6 +196,9 @@ def main() -> None:
     r.add_argument("--other", nargs="*", help="NAME=gpu_results.json of other GPU runs to include")
     args = ap.parse_args()
     if args.stage == "gpu":
+        # torch and the training stack: only for this stage (the GPU machine)
+        from benchmarks.distill_gpu import gpu_stage, pack_outputs
+
         try:
             gpu_stage(args)
         finally:

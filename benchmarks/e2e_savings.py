@@ -15,7 +15,7 @@ The router is trained here (unless --router is given) on RouteLLM's MMLU train s
 the distill benchmark's per-prompt teacher/student correctness on one half of the Banking77
 test set; the replayed messages come from the other half and from MMLU's held-out split.
 
-    python benchmarks/e2e_savings.py [--support 160] [--hard 40] [--concurrency 8]
+    python -m benchmarks.e2e_savings [--support 160] [--hard 40] [--concurrency 8]
 
 Writes benchmarks/results/e2e_savings.json and e2e_savings.png, prints one summary line.
 """
@@ -39,17 +39,13 @@ import aiohttp
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from benchmarks.common import REPO, RESULTS, require_data
+from distill.data import messages_for, parse_intent
+from gateway.devtools.processes import free_port, model_cache, start_gateway
+from router import load_router
+from router.data import grouped_split, load_contaminated
+from tierwise_common.text_metrics import rouge_l_f1
 
-from distill.data import data_root, messages_for, parse_intent  # noqa: E402
-from gateway.shadow.agreement import rouge_l_f1  # noqa: E402
-from router import load_router  # noqa: E402
-from router.data import grouped_split, load_contaminated  # noqa: E402
-from support.models import model_cache  # noqa: E402
-from support.processes import free_port, start_gateway  # noqa: E402
-
-RESULTS = REPO / "benchmarks" / "results"
 CORRECTNESS = RESULTS / "banking77_tier_correctness.csv"
 HOSTED_FLAGSHIP = "gpt-4o"  # priced from litellm's cost map
 
@@ -65,7 +61,7 @@ def banking_halves(seed: int = 0) -> tuple[list[dict], list[dict]]:
 
 def mmlu_split(seed: int = 0) -> tuple[list[dict], list[dict]]:
     """RouteLLM MMLU rows (contaminated prompts dropped), split 80/20 by prompt."""
-    root = data_root() / "routellm"
+    root = require_data("routellm")
     excluded = load_contaminated(root / "mmlu_contaminated.jsonl")
     rows = []
     for path in sorted((root / "mmlu").glob("*.csv")):
@@ -78,7 +74,7 @@ def mmlu_split(seed: int = 0) -> tuple[list[dict], list[dict]]:
 def build_workload(n_support: int, n_hard: int, seed: int) -> list[dict]:
     _, banking_replay = banking_halves(seed)
     labels = {}
-    with open(data_root() / "banking77" / "test.csv", newline="") as f:
+    with open(require_data("banking77", "test.csv"), newline="") as f:
         for r in csv.DictReader(f):
             labels.setdefault(r["text"], r["category"])
     _, mmlu_test = mmlu_split(seed)

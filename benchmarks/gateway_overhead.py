@@ -6,7 +6,7 @@ Upstreams: a fast stub OpenAI server (isolates the gateway's own overhead) and, 
 p50/p99) and 16/64 (throughput ratio gateway/direct), streaming and not. The gateway runs
 with its production settings: routing (``auto``), the SQLite ledger, metrics.
 
-    python benchmarks/gateway_overhead.py [--vllm] [--requests 2000]
+    python -m benchmarks.gateway_overhead [--vllm] [--requests 2000]
 
 Writes benchmarks/results/gateway_overhead.json and prints one summary line.
 """
@@ -17,18 +17,15 @@ import argparse
 import asyncio
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from benchmarks.common import RESULTS as RESULTS_DIR
+from benchmarks.loadgen import paired_latency, run_load
+from gateway.devtools.processes import free_port, start_gateway, start_stub
 
-from benchmarks.loadgen import paired_latency, run_load  # noqa: E402
-from support.processes import free_port, start_gateway, start_stub  # noqa: E402
-
-RESULTS = REPO / "benchmarks" / "results" / "gateway_overhead.json"
+RESULTS = RESULTS_DIR / "gateway_overhead.json"
 PRICE = {"input_per_million": 1.0, "output_per_million": 1.0}
 
 

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/router_quality.py [--data-dir ../shared/data] [--no-ablation]
+    python -m benchmarks.router_quality [--data-dir ../shared/data] [--no-ablation]
 
 Writes ``benchmarks/results/router_quality.json`` and ``router_quality.png`` and prints one
 summary line. Every number comes from one fixed, seeded split; baselines are evaluated on
@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from router.data import DATASET_CITATION, domain_split, grouped_split, load_mmlu  # noqa: E402
-from router.evaluation import evaluate_router, measure_latency  # noqa: E402
-from router.plot import plot_quality_cost  # noqa: E402
-from router.training import train_router  # noqa: E402
+from benchmarks.common import REPO, RESULTS, require_data
+from router.data import DATASET_CITATION, domain_split, grouped_split, load_mmlu
+from router.evaluation import evaluate_router, measure_latency
+from router.plot import plot_quality_cost
+from router.training import train_router
 
 TARGETS = {"apgr_min": 0.70, "cpt50_max": 0.25, "latency_p50_ms_max": 0.5}
 SHORT_PROMPTS = [
@@ -52,12 +49,14 @@ def heldout(data, test_size: float, seed: int, target: str = "outcomes") -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="shared data root (default: $TIERWISE_DATA_DIR or <repo>/../shared/data)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "router_quality.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "router_quality.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-size", type=float, default=0.2)
     parser.add_argument("--no-ablation", action="store_true", help="skip the label ablation and the 50/50 split")
     args = parser.parse_args()
     t_start = time.perf_counter()
+    for part in ("mmlu", "mmlu_contaminated.jsonl"):  # fail before any work, saying where
+        require_data("routellm", part, root=args.data_dir)
     data = load_mmlu(args.data_dir)
 
     # 1. Held-out split (the headline numbers).

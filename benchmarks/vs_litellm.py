@@ -7,7 +7,7 @@ runs its proxy (one process, master-key auth) from its own venv (``litellm[proxy
 below), created on first use under ``.cache/bench/``. Concurrency 1 (paired with direct
 calls to the stub: added latency p50/p99), 32 and 128 (requests/s), streaming and not.
 
-    python benchmarks/vs_litellm.py [--vllm] [--requests 1500]
+    python -m benchmarks.vs_litellm [--vllm] [--requests 1500]
 
 Writes benchmarks/results/vs_litellm.json and prints one summary line.
 """
@@ -28,15 +28,14 @@ from pathlib import Path
 import httpx
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from benchmarks.loadgen import paired_latency, run_load  # noqa: E402
-from support.processes import ServerProcess, free_port, start_gateway, start_stub, wait_until  # noqa: E402
+from benchmarks.common import REPO
+from benchmarks.common import RESULTS as RESULTS_DIR
+from benchmarks.loadgen import paired_latency, run_load
+from gateway.devtools.processes import ServerProcess, free_port, start_gateway, start_stub, wait_until
 
 LITELLM_VERSION = "1.106.2"
 LITELLM_VENV = REPO / ".cache" / "bench" / f"litellm-{LITELLM_VERSION}"
-RESULTS = REPO / "benchmarks" / "results" / "vs_litellm.json"
+RESULTS = RESULTS_DIR / "vs_litellm.json"
 MASTER_KEY = "sk-bench-master"
 MESSAGES = [{"role": "user", "content": "My card payment was declined, why?"}]
 

@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from distill.data import build_examples, end_of_turn_id, messages_for
+from distill.data import RightPadCollator, build_examples, end_of_turn_id, messages_for
 
 
 def _token_to_id(tokenizer, tok: str) -> int | None:
@@ -97,9 +97,7 @@ class SparseDataset:
                 "topk_ids": [[-1] * self.k] * n_p + ids, "topk_logprobs": [[0.0] * self.k] * n_p + lps}
 
     def collator(self, batch):
-        import torch
-
-        from distill.data import RightPadCollator
+        import torch  # lazily, like distill.data's collators: the API client side needs none
 
         out = RightPadCollator(self.pad_id)(batch)
         n = out["input_ids"].shape[1]

@@ -22,16 +22,17 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.atomic import atomic_dir
 from distill.packaged import (
     MARKER as MARKER_NAME,
-    commit_dir,
     copy_tokenizer_files,
     is_complete,
     materialize_teacher,
     read_marker,
-    tmp_sibling,
+    save_state_dict_dir,
     write_marker,
 )
+from distill.student_init import load_state, read_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARTIFACTS = REPO_ROOT / "artifacts" / "tiers"
@@ -122,27 +123,19 @@ def merge_lora_state(base_state: dict, adapter_dir: Path) -> dict:
 
 # ------------------------------------------------------------------------ tier builders
 def build_merged_teacher(base_dir: Path, adapter_dir: Path, out_dir: Path, digest: str) -> Path:
-    from distill.packaged import save_state_dict_dir
-    from distill.student_init import load_state, read_config
-
+    """Base weights + the LoRA adapter merged in float32, written atomically to ``out_dir``."""
     state = merge_lora_state(load_state(base_dir), adapter_dir)
-    tmp = tmp_sibling(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         save_state_dict_dir(state, read_config(base_dir), tmp)
         copy_tokenizer_files(base_dir, tmp)
         write_marker(tmp, kind="teacher", adapter=str(adapter_dir), entry_sha256=digest)
-        return commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return out_dir
 
 
 def build_student(base_dir: Path, artifacts: Path, entry: dict, out_dir: Path, digest: str) -> Path:
     """Student = packaged embeddings/head + shipped layers and norm, as float32."""
     import torch
     from safetensors.torch import load_file, save_file
-
-    from distill.student_init import load_state, read_config
 
     base_state = load_state(base_dir)
     cfg = dict(read_config(base_dir))
@@ -160,23 +153,19 @@ def build_student(base_dir: Path, artifacts: Path, entry: dict, out_dir: Path, d
     state = {k: v for k, v in base_state.items() if not k.startswith("model.layers.")}
     for k, v in own.items():
         state[k] = v.to(torch.float32)
-    tmp = tmp_sibling(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         tensors = {k: v.contiguous() for k, v in state.items()
                    if not (cfg.get("tie_word_embeddings") and k == "lm_head.weight")}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         copy_tokenizer_files(base_dir, tmp)
-        for rel in entry["files"]:  # ship the card with the model
-            if rel.endswith("distill_card.json"):
-                shutil.copy2(Path(artifacts) / rel, tmp / "distill_card.json")
+        for rel in entry["files"]:  # ship the card and the competence index with the model
+            if Path(rel).name in ("distill_card.json", "competence.skops"):
+                shutil.copy2(Path(artifacts) / rel, tmp / Path(rel).name)
         info = {k: entry[k] for k in ("kept_layers", "recipe", "teacher") if k in entry}
         (tmp / "student_init.json").write_text(json.dumps(info, indent=2))
         write_marker(tmp, kind="student", entry_sha256=digest, **info)
-        return commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return out_dir
 
 
 @dataclass
@@ -209,13 +198,11 @@ def assemble(cache: Path, artifacts: Path = DEFAULT_ARTIFACTS, verify: bool = Tr
         if _up_to_date(teacher, digest):
             rep.built["teacher"] = "up to date"
         else:
-            tmp = tmp_sibling(teacher)
-            shutil.rmtree(tmp)
-            # Hard links: the plain teacher is byte-identical to the base, so no 0.5 GB copy.
-            shutil.copytree(base, tmp, copy_function=_link_or_copy,
-                            ignore=shutil.ignore_patterns(MARKER_NAME))
-            write_marker(tmp, kind="teacher", source="base-teacher", entry_sha256=digest)
-            commit_dir(tmp, teacher)
+            with atomic_dir(teacher) as tmp:
+                # Hard links: the plain teacher is byte-identical to the base, so no 0.5 GB copy.
+                shutil.copytree(base, tmp, copy_function=_link_or_copy, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(MARKER_NAME))
+                write_marker(tmp, kind="teacher", source="base-teacher", entry_sha256=digest)
             rep.built["teacher"] = "built (plain base: no adapter shipped)"
     else:
         digest = entry_digest(t_entry)

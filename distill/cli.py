@@ -1,18 +1,34 @@
 """Command line: ``python -m distill <command>``.
 
-Heavy imports (torch, transformers) happen inside the commands so ``--help`` is instant.
+Modules that import torch or transformers (``distill.train``, ``distill.modeling``) or
+scikit-learn (``distill.competence``) are imported inside the commands that need them, so
+``--help`` and the light commands stay instant; everything else is imported here.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+
+from distill import dist
+from distill.assemble import DEFAULT_ARTIFACTS, HashMismatch
+from distill.assemble import assemble as do_assemble
+from distill.data import SYSTEM_PROMPT, read_csv, subsample
+from distill.evaluate import accuracy, intent_correct
+from distill.packaged import TeacherNotInstalled, materialize_teacher
+from distill.recipe import Recipe, RecipeError, load_recipe, preflight
+from distill.ship import export_tiers
+from distill.student_init import layer_drop, read_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="tierwise distillation")
 console = Console()
@@ -21,9 +37,6 @@ console = Console()
 def _threads(n: Optional[int]) -> None:
     """Keep CPU jobs modest: the 2-core box is shared."""
     if n:
-        import os
-        import sys
-
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(n)
@@ -37,10 +50,6 @@ def assemble(
     threads: Optional[int] = typer.Option(2, help="torch CPU threads"),
 ) -> None:
     """Build DIR/teacher (and DIR/student, DIR/base-teacher) from the packaged base + shipped weights."""
-    from distill.assemble import DEFAULT_ARTIFACTS, HashMismatch
-    from distill.assemble import assemble as do_assemble
-    from distill.packaged import TeacherNotInstalled
-
     _threads(threads)
     t0 = time.perf_counter()
     try:
@@ -62,23 +71,19 @@ def layer_drop_cmd(
     layers: int = typer.Option(6, help="number of decoder layers to keep"),
 ) -> None:
     """Write a layer-dropped (untrained) student: evenly spaced teacher layers, first and last kept."""
-    from distill.student_init import layer_drop, read_config
-
     layer_drop(teacher, out, layers)
     console.print(json.loads((out / "student_init.json").read_text()))
     _ = read_config(out)
 
 
-def _recipe_from_args(recipe_path, teacher, layers, data, out, overrides):
-    from distill.recipe import Recipe, load_recipe
-
+def _recipe_from_args(recipe_path: Optional[Path], teacher: Optional[str], layers: Optional[int],
+                      data: Optional[Path], out: Optional[Path], overrides: Optional[list[str]]) -> Recipe:
+    """The recipe from a YAML file (or defaults) with the command line's flags and ``--set`` applied."""
     kv = {}
     for o in overrides or []:
         if "=" not in o:
             raise typer.BadParameter(f"--set expects key=value, got {o!r}")
         k, v = o.split("=", 1)
-        import yaml
-
         kv[k] = yaml.safe_load(v)
     if teacher:
         kv["teacher"] = teacher
@@ -112,10 +117,6 @@ def run(
     eval_n: int = typer.Option(0, help="evaluate intent accuracy on this many eval messages after training"),
 ) -> None:
     """Distill a student from a teacher (progress bars, resumable checkpoints, distill_card.json)."""
-    from pydantic import ValidationError
-
-    from distill.recipe import RecipeError, preflight
-
     try:
         r = _recipe_from_args(recipe, teacher, layers, data, out, set_)
         if r.out is None:
@@ -124,29 +125,29 @@ def run(
     except (ValidationError, RecipeError) as e:
         console.print(f"[red]bad recipe:[/red] {e}")
         raise typer.Exit(2)
-    from distill import dist
-
     # several processes on one box (torchrun/accelerate): one thread each unless the recipe says
     _threads(r.train.threads or (1 if dist.enabled() else 2))
-    from distill.train import distill_run
+    from distill.train import distill_run  # torch + transformers
 
     card = distill_run(r, cache, r.out,
                        log=lambda m: console.print(m, style="cyan", markup=False, soft_wrap=True))
     dist.shutdown()
     if not dist.is_main():  # rank 0 evaluates and writes; the others are done
         return
+    from distill.competence import for_recipe
+
+    # the student's competence index (model/competence.skops), for the gateway's gate
+    card["competence"] = for_recipe(r, Path(r.out) / "model")
     if eval_n:
         card["evaluation"] = quick_eval(r, Path(r.out) / "model", eval_n)
-        (Path(r.out) / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
-        (Path(r.out) / "model" / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
+    (Path(r.out) / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
+    (Path(r.out) / "model" / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
     console.print(f"[green]done[/green]: {Path(r.out) / 'model'}  (card: {Path(r.out) / 'distill_card.json'})")
 
 
-def quick_eval(r, model_dir: Path, n: int) -> dict:
+def quick_eval(r: Recipe, model_dir: Path, n: int) -> dict:
     """Intent accuracy of one model dir on the first ``n`` eval messages (transformers)."""
-    from distill.data import read_csv
-    from distill.evaluate import accuracy, intent_correct
-    from distill.modeling import decode_responses, generate_ids, load_model, load_tokenizer
+    from distill.modeling import decode_responses, generate_ids, load_model, load_tokenizer  # torch
 
     rows = read_csv(r.data.eval_path(), limit=n)
     tok = load_tokenizer(model_dir)
@@ -166,13 +167,6 @@ def teacher_finetune_cmd(
     eval_n: int = typer.Option(0, help="evaluate intent accuracy on this many eval messages"),
 ) -> None:
     """Adapt the packaged teacher to Banking77 (intent + short reply) with a LoRA adapter."""
-    from pydantic import ValidationError
-
-    from distill.data import read_csv, subsample
-    from distill.recipe import RecipeError, preflight
-
-    from distill import dist
-
     if dist.enabled():  # every rank would write adapter/ and model/: not made multi-process
         console.print("[red]error:[/red] teacher-finetune runs in one process; start it with "
                       "python -m distill, not torchrun/accelerate launch")
@@ -184,8 +178,7 @@ def teacher_finetune_cmd(
         console.print(f"[red]bad recipe:[/red] {e}")
         raise typer.Exit(2)
     _threads(r.train.threads or 2)
-    from distill.packaged import materialize_teacher
-    from distill.train import teacher_finetune
+    from distill.train import teacher_finetune  # torch + transformers + peft
 
     base = materialize_teacher(cache / "base-teacher")
     rows = subsample(read_csv(r.data.train_path()), r.data.max_train)
@@ -199,6 +192,36 @@ def teacher_finetune_cmd(
     console.print(f"[green]done[/green]: adapter {out / 'adapter'}, merged {out / 'model'}")
 
 
+@app.command()
+def competence(
+    student: Path = typer.Option(..., help="student dir (a trained model dir or a shipped artifacts/tiers/student)"),
+    prompts: Path = typer.Option(..., help="the student's training prompts: CSV or JSONL"),
+    text_column: str = typer.Option("text", help="column (CSV) or field (JSONL) holding the prompt"),
+    out: Optional[Path] = typer.Option(None, help="write the index into this dir instead of STUDENT"),
+    known_prompt: Optional[list[str]] = typer.Option(
+        None, help="system prompt the student was trained with (default: the support task's)"),
+    features: str = typer.Option("char", help="word | char | word+char TF-IDF n-grams"),
+    k: int = typer.Option(5, help="nearest training prompts averaged"),
+    target_acceptance: float = typer.Option(0.95, help="share of held-out in-scope prompts the threshold keeps"),
+) -> None:
+    """Fit a student's competence index on its training prompts (for students trained before it existed)."""
+    from distill.competence import read_prompts, write_competence
+
+    target = out or student
+    if not target.is_dir():
+        console.print(f"[red]error:[/red] no such directory: {target}")
+        raise typer.Exit(2)
+    try:
+        texts = read_prompts(prompts, text_column)
+        entry = write_competence(target, texts, source=f"{prompts.parent.name}/{prompts.name}",
+                                 known_prompts=tuple(known_prompt or (SYSTEM_PROMPT,)),
+                                 features=features, k=k, target_acceptance=target_acceptance)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    console.print(entry)
+
+
 @app.command("export-student")
 def export_student_cmd(
     model: Path = typer.Option(..., help="trained student model dir"),
@@ -207,8 +230,5 @@ def export_student_cmd(
     recipe: str = typer.Option("distill/recipes/banking77_gpu.yaml", help="recipe recorded in the manifest"),
 ) -> None:
     """Write the shipped weights (student layers fp16, teacher adapter) + manifest with hashes."""
-    from distill.assemble import DEFAULT_ARTIFACTS
-    from distill.ship import export_tiers
-
     m = export_tiers(artifacts or DEFAULT_ARTIFACTS, student_dir=model, adapter_dir=teacher_adapter, recipe=recipe)
     console.print(m)

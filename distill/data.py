@@ -16,28 +16,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ENV_DATA = "TIERWISE_DATA_DIR"
+# the one shared-data lookup (router/ uses it too); recipes and benchmarks reach it from here
+from tierwise_common.data_dir import data_root  # noqa: F401
+
 SYSTEM_PROMPT = (
     "You are a bank's customer-support assistant. Name the intent of the customer's "
     "message, then reply briefly."
 )
 _INTENT_RE = re.compile(r"Intent:\s*([^\n]+)")
-
-
-def data_root(override: Path | str | None = None) -> Path:
-    """``override`` > ``$TIERWISE_DATA_DIR`` > ``<repo>/../shared/data`` (CI layout)."""
-    if override:
-        return Path(override)
-    if os.environ.get(ENV_DATA):
-        return Path(os.environ[ENV_DATA])
-    return REPO_ROOT.parent / "shared" / "data"
 
 
 def read_csv(path: Path, limit: int | None = None) -> list[dict]:
@@ -56,8 +48,6 @@ def subsample(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
     """A deterministic, label-stratified-enough random subset (shuffle then cut)."""
     if not limit or limit >= len(rows):
         return rows
-    import random
-
     rng = random.Random(seed)
     idx = list(range(len(rows)))
     rng.shuffle(idx)
@@ -188,8 +178,8 @@ class RightPadCollator:
         return {"input_ids": ids, "attention_mask": att, "labels": labels}
 
 
-def left_pad(batch_ids: Iterable[list[int]], pad_id: int):
-    """Left-padded tensors for batched generation."""
+def left_pad(batch_ids: Iterable[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """Left-padded ``(input_ids, attention_mask)`` tensors for batched generation."""
     import torch
 
     batch_ids = list(batch_ids)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 
 
@@ -85,7 +86,7 @@ def barrier() -> None:
 
 
 @contextlib.contextmanager
-def main_first():
+def main_first() -> Iterator[None]:
     """Rank 0 runs the block first; the others wait, then run it (reading rank 0's files)."""
     if not is_main():
         barrier()

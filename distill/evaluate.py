@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from distill.data import parse_intent
+from distill.data import ExampleDataset, RightPadCollator, messages_for, parse_intent
+from tierwise_common.text_metrics import rouge_l_f1
 
 
 # ------------------------------------------------------------------------------ quality
@@ -31,41 +32,20 @@ def accuracy(flags: Sequence[bool]) -> float:
     return sum(flags) / max(1, len(flags))
 
 
-def lcs_len(a: Sequence[str], b: Sequence[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 over lower-cased whitespace tokens (as rouge-score without stemming)."""
-    c, r = candidate.lower().split(), reference.lower().split()
-    if not c or not r:
-        return float(c == r)
-    lcs = lcs_len(c, r)
-    if lcs == 0:
-        return 0.0
-    p, rec = lcs / len(c), lcs / len(r)
-    return 2 * p * rec / (p + rec)
-
-
 def agreement(replies: Sequence[str], teacher_replies: Sequence[str]) -> dict:
     """Same intent as the teacher (exact label) and mean ROUGE-L F1 to the teacher's reply."""
     same = [parse_intent(a) is not None and parse_intent(a) == parse_intent(b)
             for a, b in zip(replies, teacher_replies)]
-    rl = [rouge_l(a, b) for a, b in zip(replies, teacher_replies)]
+    rl = [rouge_l_f1(a, b) for a, b in zip(replies, teacher_replies)]
     return {"label_agreement": accuracy(same), "rouge_l": sum(rl) / max(1, len(rl))}
 
 
 def token_kl(student, teacher, examples, batch_size: int = 32, temperature: float = 1.0) -> float:
     """Mean per-token ``KL(teacher || student)`` on the response tokens of held-out examples."""
+    # torch (and distill.losses, which imports it) only here: the metric, reply and vLLM
+    # helpers of this module need none, so importing it stays cheap
     import torch
 
-    from distill.data import RightPadCollator, ExampleDataset
     from distill.losses import forward_kl
 
     ds = ExampleDataset(list(examples))
@@ -154,8 +134,6 @@ def chat_replies(base_url: str, model: str, texts: Sequence[str], max_tokens: in
     import asyncio
 
     import httpx
-
-    from distill.data import messages_for
 
     async def run():
         sem = asyncio.Semaphore(concurrency)

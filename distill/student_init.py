@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Sequence
 
-from distill.packaged import commit_dir, copy_tokenizer_files, tmp_sibling, write_marker
+from distill.atomic import atomic_dir
+from distill.packaged import copy_tokenizer_files, write_marker
 
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
@@ -96,8 +96,7 @@ def layer_drop(
     cfg["num_hidden_layers"] = len(keep)
     if isinstance(cfg.get("layer_types"), list):
         cfg["layer_types"] = [cfg["layer_types"][i] for i in keep]
-    tmp = tmp_sibling(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         tensors = {
             k: v.contiguous()
             for k, v in state.items()
@@ -110,10 +109,7 @@ def layer_drop(
                 "kept_layers": keep}
         (tmp / "student_init.json").write_text(json.dumps(info, indent=2))
         write_marker(tmp, kind="layer-drop", **info)
-        return commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return out_dir
 
 
 def from_scratch(
@@ -145,15 +141,11 @@ def from_scratch(
         cfg.intermediate_size = intermediate_size
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    tmp = tmp_sibling(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(str(tmp))
         copy_tokenizer_files(teacher_dir, tmp)
         info = {"init": "scratch", "teacher": str(teacher_dir), "num_layers": num_layers,
                 "hidden_size": cfg.hidden_size, "seed": seed}
         (tmp / "student_init.json").write_text(json.dumps(info, indent=2))
         write_marker(tmp, kind="scratch", **info)
-        return commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return out_dir

@@ -11,6 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 from fastapi import FastAPI
@@ -57,16 +58,17 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policy = build_policy(config.router)
         engine = make_engine(config.ledger.url)
-        ledger = LedgerWriter(engine, config.ledger.max_batch)
+        ledger = LedgerWriter(engine, config.ledger.max_batch, max_backlog=config.ledger.max_backlog_rows,
+                              state_dir=Path(config.state_dir))
         await ledger.start()
         client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(**_POOL), raise_for_status=False,
                                        timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0))
         tiers = TierRegistry(config, client)
         keys = KeyStore(engine)
-        auth = Authenticator(config.auth, keys)
+        pricing, metrics = Pricing(config), GatewayMetrics()
+        auth = Authenticator(config.auth, keys, on_store_read=metrics.key_store_reads.inc)
         await auth.start()
         limiter = build_limiter(config.limits, lambda key_id, since: queries.spent_since(engine, key_id, since))
-        pricing, metrics = Pricing(config), GatewayMetrics()
         shadow = ShadowSampler(config, tiers, engine, pricing, metrics, policy)
         app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
                                           ledger=ledger, pricing=pricing, metrics=metrics, keys=keys, auth=auth,
@@ -89,7 +91,11 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             await ledger.stop()
             log.info("gateway stopped; ledger drained")
 
+    # The API docs describe every admin endpoint: served only where the config opens them.
+    docs = config.server.expose_docs if config.server.expose_docs is not None else not config.auth.enabled
     app = FastAPI(title="tierwise gateway", version="0.1.0", lifespan=lifespan,
+                  openapi_url="/openapi.json" if docs else None, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None,
                   description="OpenAI-compatible gateway that routes each request to the cheapest tier "
                               "that is good enough, and books what it cost.")
     install_error_handlers(app)

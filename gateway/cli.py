@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
+import signal
 from datetime import datetime
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 
 import typer
@@ -19,8 +23,27 @@ console = Console(stderr=True)
 
 
 def _setup_logging(level: str) -> None:
+    """Log through a queue: records are rendered and written by a thread, not the event loop.
+
+    Rich's traceback rendering is off: a deep traceback took ~0.4 s to render, on the loop.
+    Unexpected errors are logged as one bounded line anyway (``gateway.error_log``).
+    """
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = QueueListener(records, RichHandler(console=console, show_path=False, rich_tracebacks=False))
+    listener.start()
+    atexit.register(listener.stop)
+
+    # After a graceful shutdown uvicorn re-raises SIGTERM/SIGINT to exit with the signal's
+    # status, which skips atexit: write out the queued records first, then die as asked.
+    def flush_then_exit(signum: int, _frame: object) -> None:
+        listener.stop()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, flush_then_exit)
     logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)])
+                        handlers=[QueueHandler(records)])
     # httpx (litellm uses it) logs every upstream request at INFO: a log line per request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -43,8 +66,11 @@ def serve(
 
     console.print(f"[bold]tierwise[/] on http://{cfg.server.host}:{cfg.server.port}/v1 "
                   f"(tiers: {', '.join(t.model_name for t in cfg.model_list)}; ledger: {cfg.ledger.url})")
+    from gateway.http_timeouts import header_timeout_protocol
+
     uvicorn.run(create_app(cfg), host=cfg.server.host, port=cfg.server.port, log_level=cfg.server.log_level,
-                access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=30, log_config=None)
+                access_log=False, loop="uvloop", http=header_timeout_protocol(cfg.server.header_read_timeout_s),
+                timeout_graceful_shutdown=30, log_config=None)
 
 
 @app.command("show-config")
@@ -80,6 +106,7 @@ def report(
     currency: str = typer.Option("$", help="currency sign in the human-readable formats"),
 ) -> None:
     """Write a cost report (spend, teacher counterfactual, savings, latency, routing) from the ledger."""
+    from gateway.ledger.schema import LedgerNotFound
     from gateway.reports.data import Filters
     from gateway.reports.render_text import print_summary
     from gateway.reports.run import FORMATS, generate
@@ -95,8 +122,11 @@ def report(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     out = out or Path(cfg.state_dir) / "reports"
-    result, written = generate(ledger_url or cfg.ledger.url, filters, formats, out,  # type: ignore[arg-type]
-                               teacher_tier=cfg.teacher_tier, bucket=bucket, currency=currency)  # type: ignore[arg-type]
+    try:
+        result, written = generate(ledger_url or cfg.ledger.url, filters, formats, out,  # type: ignore[arg-type]
+                                   teacher_tier=cfg.teacher_tier, bucket=bucket, currency=currency)  # type: ignore[arg-type]
+    except LedgerNotFound as exc:  # read-only: a mistyped path must not become an empty ledger
+        raise typer.BadParameter(str(exc), param_hint="--ledger-url / the config's ledger.url") from None
     stdout = Console()
     print_summary(result, stdout, currency)
     for path in written:
@@ -194,12 +224,15 @@ def shadow_export(
     """Write shadow pairs in RouteLLM's format (prompt, one True/False column per tier) for
     `python -m router train --data`: the teacher is taken as right, the student as right when it
     agreed with the teacher."""
-    from gateway.ledger.schema import make_engine
+    from gateway.ledger.schema import LedgerNotFound, open_existing
     from gateway.shadow.export import export_routellm
 
     cfg = load_config(config)
-    n = export_routellm(make_engine(ledger_url or cfg.ledger.url), out,
-                        cfg.shadow.agree_at if agree_at is None else agree_at)
+    try:
+        engine = open_existing(ledger_url or cfg.ledger.url)
+    except LedgerNotFound as exc:  # read-only: a mistyped path must not become an empty ledger
+        raise typer.BadParameter(str(exc), param_hint="--ledger-url / the config's ledger.url") from None
+    n = export_routellm(engine, out, cfg.shadow.agree_at if agree_at is None else agree_at)
     console.print(f"wrote {n} pairs to {out}")
 
 

@@ -21,6 +21,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from router.defaults import DEFAULT_ARTIFACT, default_threshold_for
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PLACEHOLDER = re.compile(r"\{(project_root|model_cache|state_dir|env:[A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -54,7 +56,12 @@ class VLLMServer(_Strict):
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=lambda: {"VLLM_CPU_KVCACHE_SPACE": "1"})
     startup_timeout_s: float = 600.0
-    max_restarts: int = 5
+    max_restarts: int = Field(default=5, ge=0, description="crashes within restart_window_s before the tier is given up")
+    restart_window_s: float = Field(default=600.0, gt=0, description="crashes older than this are forgiven")
+    lora_modules: dict[str, str] = Field(default_factory=dict, description="LoRA adapters this process serves "
+                                         "next to its base model: served name -> adapter dir (vLLM --enable-lora); "
+                                         "a tier with `served_by:` this tier exposes each one")
+    max_lora_rank: int = Field(default=16, ge=1, description="largest adapter rank vLLM reserves room for")
 
 
 class RemoteServer(_Strict):
@@ -64,6 +71,8 @@ class RemoteServer(_Strict):
     upstream_model: str | None = Field(default=None, description="model name upstream; default: the tier name")
     api_key_env: str | None = Field(default=None, description="env var holding the upstream key")
     max_model_len: int | None = None
+    continuous_usage: bool = Field(default=False, description="the server reports usage on every streamed chunk "
+                                   "when asked (vLLM does; OpenAI does not): a cut stream is booked what it sent")
 
 
 class LiteLLMProvider(_Strict):
@@ -84,6 +93,9 @@ class TierConfig(_Strict):
     vllm: VLLMServer | None = None
     url: RemoteServer | None = None
     litellm: LiteLLMProvider | None = None
+    served_by: str | None = Field(default=None, description="a LoRA adapter served by this `vllm:` tier's process "
+                                  "(listed in its vllm.lora_modules under this tier's model_name): one process, "
+                                  "two tiers with their own names, roles and prices")
     price: Price | None = None
     timeout_s: float = 600.0
     fallbacks: list[str] = Field(default_factory=list, description="tiers tried in order when this one fails")
@@ -92,21 +104,36 @@ class TierConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_backend(self) -> TierConfig:
-        backends = [b for b in (self.vllm, self.url, self.litellm) if b is not None]
+        backends = [b for b in (self.vllm, self.url, self.litellm, self.served_by) if b is not None]
         if len(backends) != 1:
-            raise ValueError(f"tier {self.model_name!r} needs exactly one of vllm:, url:, litellm:")
+            raise ValueError(f"tier {self.model_name!r} needs exactly one of vllm:, url:, litellm:, served_by:")
         if self.price is None and self.litellm is None:
             raise ValueError(f"tier {self.model_name!r} needs a price (litellm tiers may use the cost map)")
         return self
 
     @property
     def kind(self) -> str:
-        return "vllm" if self.vllm else "url" if self.url else "litellm"
+        return "vllm" if self.vllm else "url" if self.url else "adapter" if self.served_by else "litellm"
 
     @property
     def max_model_len(self) -> int | None:
         backend = self.vllm or self.url or self.litellm
         return backend.max_model_len if backend else None
+
+
+class CompetenceGateConfig(_Strict):
+    """The student's competence index, in front of the router.
+
+    A request whose distance to the student's training prompts exceeds the threshold goes
+    to ``tier`` before the router is asked: the router only judges requests the student was
+    taught to handle. The index is written by ``distill`` with the student
+    (``python -m distill competence`` for an existing one) and hash-checked on load.
+    """
+
+    artifact: str
+    threshold: float | None = Field(default=None, ge=0, le=1, description="override the index's threshold "
+                                    "(chosen on held-out in-scope validation prompts)")
+    tier: str | None = Field(default=None, description="where out-of-scope requests go; default: the router's strong_tier")
 
 
 class RouterConfig(_Strict):
@@ -115,15 +142,24 @@ class RouterConfig(_Strict):
     ``trained``: the scikit-learn artifact scores the request; score >= threshold goes to
     ``strong_tier``. ``fixed``: every auto request goes to ``default_tier`` (explicit and
     logged, for when no trained router is available). If the artifact is missing, the
-    gateway falls back to ``fixed`` and says so.
+    gateway falls back to ``fixed`` and says so. The default artifact and its threshold come
+    from ``router.defaults``, which ``python -m router score`` reads too.
     """
 
     policy: Literal["trained", "fixed"] = "trained"
-    artifact: str | None = None
-    threshold: float | None = Field(default=None, ge=0, le=1, description="override the artifact's threshold")
+    artifact: str | None = Field(default_factory=lambda: str(DEFAULT_ARTIFACT))
+    threshold: float | None = Field(default=None, ge=0, le=1, description="override the artifact's threshold "
+                                    "(default artifact: router.defaults.DEFAULT_THRESHOLD)")
     strong_tier: str = "teacher"
     weak_tier: str = "student"
     default_tier: str | None = Field(default=None, description="for policy fixed; default: strong_tier")
+    competence: CompetenceGateConfig | None = Field(default=None, description="gate in front of the policy")
+
+    @model_validator(mode="after")
+    def _default_threshold(self) -> RouterConfig:
+        if self.threshold is None and self.artifact:
+            self.threshold = default_threshold_for(self.artifact)
+        return self
 
 
 class LedgerConfig(_Strict):
@@ -139,6 +175,8 @@ class LedgerConfig(_Strict):
     durability: Literal["commit", "async"] = "commit"
     commit_timeout_s: float = Field(default=5.0, gt=0, description="answer anyway after this; the row stays queued")
     max_batch: int = Field(default=2000, ge=1)
+    max_backlog_rows: int = Field(default=50_000, ge=1, description="rows queued while the database is "
+                                  "away; beyond this, new requests get 503 instead of unbooked answers")
     store_content: bool = Field(default=False, description="store prompts/completions (off: privacy)")
 
 
@@ -152,6 +190,11 @@ class AuthConfig(_Strict):
     enabled: bool = True
     admin_key_env: str | None = "TIERWISE_ADMIN_KEY"
     cache_ttl_s: float = Field(default=5.0, ge=0, description="how quickly a revocation reaches every replica")
+    unknown_key_reload_s: float = Field(default=0.1, gt=0, description="unknown keys cause at most one key-store "
+                                        "read per this interval (a new key waits at most this long, never refused)")
+    max_failures_per_ip: int = Field(default=100, ge=0, description="wrong keys per client address per minute "
+                                     "before it gets 429s; 0 = no limit")
+    key_store_timeout_s: float = Field(default=2.0, gt=0, description="longest wait for a key-store read")
 
 
 class LimitsConfig(_Strict):
@@ -160,6 +203,10 @@ class LimitsConfig(_Strict):
     redis_url: str | None = None
     default_rpm: int | None = Field(default=None, ge=1, description="requests per minute for keys without their own")
     default_tpm: int | None = Field(default=None, ge=1, description="tokens per minute for keys without their own")
+    redis_timeout_s: float = Field(default=0.5, gt=0, description="per Redis call; 3 timeouts in a row or a refused "
+                                   "connection switch to per-replica limits (see limits/redis_backend.py)")
+    redis_retry_s: float = Field(default=2.0, gt=0, description="while Redis is down, probe it this often "
+                                 "(limits are enforced per replica meanwhile)")
 
 
 class ShadowConfig(_Strict):
@@ -179,16 +226,32 @@ class ShadowConfig(_Strict):
     adjust_routing: bool = Field(default=True, description="while alarmed, shift routing toward the teacher")
     step: float = Field(default=0.02, gt=0, le=1, description="threshold shift per shadow pair while alarmed")
     max_shift: float = Field(default=0.5, ge=0, le=1)
-    store_prompts: bool = Field(default=True, description="keep the prompt with each pair (needed for export)")
+    store_prompts: bool = Field(default=True, description="keep the prompt with each pair (needed for export); "
+                                "only with ledger.store_content: true, which also keeps both answers")
     max_in_flight: int = Field(default=4, ge=1, description="shadow calls at once; further samples are skipped")
 
 
 class ServerConfig(_Strict):
+    """Listening socket, request limits, and what is shown to callers without a key.
+
+    The read timeouts keep slow or stalled clients from holding sockets and request slots.
+    API docs and /health details are for operators: by default they are open only while auth
+    is off (the local demo, where everything is open anyway), else to admin keys (health).
+    """
+
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_messages: int = Field(default=256, ge=1)
     log_level: str = "info"
+    header_read_timeout_s: float = Field(default=10.0, gt=0, description="a connection that has not sent a "
+                                         "request's complete headers by then gets 408 and is closed")
+    body_read_timeout_s: float = Field(default=30.0, gt=0, description="a request body not received by then: 408")
+    expose_docs: bool | None = Field(default=None, description="serve /docs, /redoc and /openapi.json; "
+                                     "default: only while auth is off")
+    public_health_details: bool | None = Field(default=None, description="show tier URLs, circuit state and "
+                                               "the ledger backlog on /health to callers without an admin "
+                                               "key; default: only while auth is off")
 
 
 class GatewayConfig(_Strict):
@@ -216,6 +279,13 @@ class GatewayConfig(_Strict):
             unknown = [f for f in tier.fallbacks if f not in names or f == tier.model_name]
             if unknown:
                 raise ValueError(f"tier {tier.model_name!r} falls back to unknown or itself: {unknown}")
+        for tier in self.model_list:
+            if tier.served_by is None:
+                continue
+            host = next((t for t in self.model_list if t.model_name == tier.served_by), None)
+            if host is None or host.vllm is None or tier.model_name not in host.vllm.lora_modules:
+                raise ValueError(f"tier {tier.model_name!r} is served_by {tier.served_by!r}, which must be a vllm: "
+                                 f"tier listing {tier.model_name!r} in its vllm.lora_modules")
         if self.teacher_tier not in names:
             raise ValueError(f"the counterfactual teacher tier {self.teacher_tier!r} is not in model_list")
         return self

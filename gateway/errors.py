@@ -4,6 +4,11 @@ Clients written against the OpenAI SDK branch on ``error.type``/``error.code`` a
 status, so every failure the gateway reports (bad input, unknown model, an upstream that is
 down) uses the same envelope: ``{"error": {"message", "type", "param", "code"}}``. Nothing
 else (no traceback, no framework default body) ever reaches the client.
+
+An exception nobody handled is contained by ``ContainUnhandled``: the client gets a 500
+envelope, the log gets one bounded line (``gateway.error_log``), and the exception goes no
+further, so uvicorn does not render a second, full traceback on the event loop. A client
+that hung up while its request was read gets a quiet 499.
 """
 
 from __future__ import annotations
@@ -15,8 +20,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.error_log import BoundedErrorLog
 
 log = logging.getLogger("gateway.errors")
+
+# One rate limit for every unexpected error of the process: a flood of them costs a few log
+# lines, not a log line (and a traceback) each.
+unhandled_errors = BoundedErrorLog(log)
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away before the answer"
 
 
 class GatewayError(Exception):
@@ -65,6 +80,17 @@ def tier_unavailable(tier: str, detail: str) -> GatewayError:
     )
 
 
+def database_unavailable(detail: str, retry_after_s: int = 5) -> GatewayError:
+    """The ledger/key database is away (a blip, a restart): a retryable 503, never a 500."""
+    return GatewayError(
+        f"{detail} The gateway's database is unavailable; retry shortly.",
+        status_code=503,
+        type="service_unavailable_error",
+        code="database_unavailable",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 def from_validation_error(exc: ValidationError | RequestValidationError) -> GatewayError:
     """Turn pydantic's error list into one readable message naming the first bad field."""
     errors = exc.errors()
@@ -89,7 +115,11 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every exception through the OpenAI envelope."""
 
     @app.exception_handler(GatewayError)
-    async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        if exc.status_code == 401:  # not booked in the ledger (a wrong-key flood must not write to it)
+            state = getattr(request.app.state, "tierwise", None)
+            if state is not None:
+                state.metrics.auth_failures.inc()
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
@@ -101,9 +131,49 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return GatewayError(str(exc.detail), status_code=exc.status_code, type=kind).response()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return GatewayError(
-            "The gateway hit an internal error; it has been logged.", status_code=500, type="server_error"
-        ).response()
+    app.add_middleware(ContainUnhandled)
+
+
+def client_disconnected() -> GatewayError:
+    """The client closed the connection before its request was read (booked as 499)."""
+    return GatewayError("The client closed the connection before the request was read.",
+                        status_code=CLIENT_CLOSED_REQUEST, code="client_disconnected")
+
+
+def internal_error() -> GatewayError:
+    return GatewayError("The gateway hit an internal error; it has been logged.", status_code=500,
+                        type="server_error")
+
+
+class ContainUnhandled:
+    """ASGI middleware: the last stop of an exception that no handler took.
+
+    It sits inside Starlette's ``ServerErrorMiddleware``, which would log a full traceback and
+    re-raise it to uvicorn (which logs it again); here it is reported once, bounded, and ends.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            error = client_disconnected()
+        except Exception as exc:  # noqa: BLE001 - this is the catch-all, by design
+            unhandled_errors.report(f"unhandled error on {scope.get('method')} {scope.get('path')}", exc)
+            error = internal_error()
+        else:
+            return
+        if not started:  # mid-response, the connection is closed by uvicorn instead
+            await error.response()(scope, receive, send)

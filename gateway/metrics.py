@@ -35,6 +35,11 @@ class GatewayMetrics:
         self.threshold_shift = Gauge("tierwise_route_threshold_shift",
                                      "Shift applied to the routing threshold by the drift monitor",
                                      registry=self.registry)
+        self.key_store_reads = Counter("tierwise_key_store_reads", "Reads of the API keys from the database "
+                                       "(TTL refreshes and lookups of unknown keys)", registry=self.registry)
+        self.auth_failures = Counter("tierwise_auth_failures", "Requests refused with 401 (not booked in the "
+                                     "ledger, so that a wrong-key flood does not write to it)",
+                                     registry=self.registry)
         self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger",
                                     registry=self.registry)
 

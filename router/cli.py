@@ -17,17 +17,17 @@ from rich.table import Table
 
 from router.artifact import load_router, save_router
 from router.data import (
-    DATA_ENV_VAR,
     RoutingData,
-    default_data_dir,
     default_mmlu_dir,
     grouped_split,
     load_contaminated,
     load_routing_data,
 )
+from router.defaults import DEFAULT_ARTIFACT, served_threshold
 from router.evaluation import evaluate_router, measure_latency
 from router.plot import plot_quality_cost
 from router.training import train_router
+from tierwise_common.data_dir import DATA_ENV_VAR, data_root
 
 app = typer.Typer(help="tierwise complexity router: train, evaluate, score.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -43,7 +43,7 @@ DataDirOpt = Annotated[
 
 
 def _load(data: list[Path] | None, data_dir: Path | None, cheap: str | None, strong: str | None, contaminated: bool) -> RoutingData:
-    root = data_dir or default_data_dir()
+    root = data_root(data_dir)
     paths = data or [root / "routellm" / "mmlu" if data_dir else default_mmlu_dir()]
     excluded: set[str] = set()
     cont_file = root / "routellm" / "mmlu_contaminated.jsonl"
@@ -145,13 +145,16 @@ def evaluate(
 @app.command()
 def score(
     text: Annotated[str, typer.Argument(help="the user prompt to score")],
-    model: Annotated[Path, typer.Option("--model", help="router artifact")] = Path("artifacts/router/mmlu_router.skops"),
+    model: Annotated[Path, typer.Option("--model", help="router artifact (default: the one the gateway serves)")] = DEFAULT_ARTIFACT,
+    threshold: Annotated[Optional[float], typer.Option(help="default: the gateway's for the default artifact, else the artifact's")] = None,
 ) -> None:
-    """Score one prompt: P(cheap tier not good enough), the threshold, and the tier chosen."""
+    """Score one prompt: P(cheap tier not good enough), the threshold, and the tier chosen,
+    exactly as the gateway's default routing would."""
     router = load_router(model)
     s = router.score([{"role": "user", "content": text}])
-    tier = "teacher (strong)" if s >= router.threshold else "student (cheap)"
-    print(json.dumps({"score": round(s, 6), "threshold": round(router.threshold, 6), "tier": tier}))
+    cut = served_threshold(model, threshold, router.threshold)
+    tier = "teacher (strong)" if s >= cut else "student (cheap)"
+    print(json.dumps({"score": round(s, 6), "threshold": round(cut, 6), "tier": tier, "model": str(model)}))
 
 
 def main() -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-DATA_ENV_VAR = "TIERWISE_DATA_DIR"
+from tierwise_common.data_dir import data_root
+
 WEAK_MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG_MODEL = "gpt-4-1106-preview"
 DATASET_CITATION = (
@@ -28,24 +28,12 @@ DATASET_CITATION = (
 )
 
 
-def default_data_dir() -> Path:
-    """Shared data folder: ``$TIERWISE_DATA_DIR`` or ``<repo>/../shared/data``.
-
-    CI clones the repository with ``shared/`` beside it, so the relative default works there
-    and on developer machines without configuration.
-    """
-    env = os.environ.get(DATA_ENV_VAR)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
 def default_mmlu_dir() -> Path:
-    return default_data_dir() / "routellm" / "mmlu"
+    return data_root() / "routellm" / "mmlu"
 
 
 def default_contaminated_file() -> Path:
-    return default_data_dir() / "routellm" / "mmlu_contaminated.jsonl"
+    return data_root() / "routellm" / "mmlu_contaminated.jsonl"
 
 
 @dataclass
@@ -97,7 +85,7 @@ def _portable(path: str) -> str:
     """A source path as recorded in artifacts: relative to the shared data root when it is
     inside it (``shared/data/...``), so committed files do not carry one machine's paths."""
     p = Path(path).resolve()
-    root = default_data_dir().resolve()
+    root = data_root().resolve()
     try:
         return str(Path("shared/data") / p.relative_to(root))
     except ValueError:
@@ -208,7 +196,7 @@ def load_contaminated(path: Path | str | None = None) -> set[str]:
 
 def load_mmlu(data_dir: Path | str | None = None, exclude_contaminated: bool = True) -> RoutingData:
     """The RouteLLM MMLU set, contaminated prompts removed by default."""
-    base = Path(data_dir) if data_dir else default_data_dir()
+    base = data_root(data_dir)
     mmlu = base / "routellm" / "mmlu"
     excluded = load_contaminated(base / "routellm" / "mmlu_contaminated.jsonl") if exclude_contaminated else set()
     return load_routing_data([mmlu], WEAK_MODEL, STRONG_MODEL, exclude_prompts=excluded)

@@ -247,6 +247,7 @@ class ComplexityRouter(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Sequence[Conversation]) -> np.ndarray:
         """``(n, 2)``; column 1 is P(cheap tier not good enough)."""
+        check_is_fitted(self, "calibrator_")  # before touching meta_: NotFittedError, not AttributeError
         raw = self.meta_.predict(self.meta_features(X))
         p = self.calibrator_.predict_proba(raw[:, None])[:, 1]
         return np.column_stack([1.0 - p, p])

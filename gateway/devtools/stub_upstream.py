@@ -3,10 +3,16 @@
 It exists to measure what the gateway itself adds (benchmarks/gateway_overhead.py) without a
 model's cost drowning the signal, and to load-test the gateway. It is plain Starlette so its
 own overhead stays as small as possible.
+
+Reliability tests use two more behaviours: ``continuous_usage`` (report usage on every chunk
+when the request asks with ``stream_options.continuous_usage_stats``, as vLLM does) and
+``drop_after`` (close the connection after that many streamed tokens, as a crashing
+upstream does). Run it alone with ``python -m gateway.devtools.stub_upstream --help``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import time
@@ -17,13 +23,20 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
-def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "tok") -> Starlette:
+class UpstreamDropped(Exception):
+    """Raised inside a stream to make the server drop the connection mid-answer."""
+
+
+def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "tok", *,
+                    continuous_usage: bool = False, drop_after: int | None = None) -> Starlette:
     """``token_delay_s`` paces streamed tokens (and delays whole answers by tokens x delay);
-    every answer is ``word`` repeated ``tokens`` times."""
+    every answer is ``word`` repeated ``tokens`` times. ``continuous_usage``: honour
+    ``continuous_usage_stats``; ``drop_after``: cut every stream after that many tokens."""
     words = [word] * tokens
 
-    def _usage(prompt_tokens: int) -> dict:
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
+    def _usage(prompt_tokens: int, completion_tokens: int = tokens) -> dict:
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}
 
     async def chat(request: Request) -> Response:
         body = json.loads(await request.body())
@@ -40,14 +53,19 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
                 "usage": _usage(prompt_tokens),
             })
         include_usage = (body.get("stream_options") or {}).get("include_usage")
+        running_usage = continuous_usage and (body.get("stream_options") or {}).get("continuous_usage_stats")
 
         async def events():
             base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": created, "model": model}
             for i, word in enumerate(words):
+                if drop_after is not None and i == drop_after:
+                    raise UpstreamDropped(f"stub dropped the stream after {i} tokens")
                 if token_delay_s:
                     await asyncio.sleep(token_delay_s)
                 delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
                 chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                if running_usage:
+                    chunk["usage"] = _usage(prompt_tokens, i + 1)
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
             if include_usage:
@@ -77,3 +95,25 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
         Route("/v1/models", models),
         Route("/health", health),
     ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the stub with the behaviours the CLI's ``stub-upstream`` command does not expose."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--token-delay-ms", type=float, default=0.0)
+    parser.add_argument("--word", default="tok")
+    parser.add_argument("--continuous-usage", action="store_true", help="honour continuous_usage_stats")
+    parser.add_argument("--drop-after", type=int, default=None, help="cut every stream after N tokens")
+    args = parser.parse_args(argv)
+    app = create_stub_app(args.tokens, args.token_delay_ms / 1000, args.word,
+                          continuous_usage=args.continuous_usage, drop_after=args.drop_after)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

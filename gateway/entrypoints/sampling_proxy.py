@@ -3,7 +3,9 @@
 One class serves both endpoints because the steps are the same and only the request model
 and upstream path differ. Every authenticated request that reaches it leaves exactly one
 ledger row, whether it was refused, failed upstream, was cut off by the client, or succeeded;
-with ``ledger.durability: commit`` the row is committed before the response ends.
+with ``ledger.durability: commit`` the row is committed before the response ends. The one
+exception: while the ledger's backlog is full (its database away), requests are refused with
+a 503 before anything else and only counted in the metrics, since their rows could not be kept.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from gateway.answer_text import choice_text
 from gateway.auth.keys import ApiKey
 from gateway.entrypoints.body import read_json_object
 from gateway.entrypoints.protocol_common import SamplingRequest
-from gateway.errors import GatewayError, from_validation_error, model_not_found, tier_unavailable
-from gateway.routing.policy import RouteDecision
+from gateway.errors import (CLIENT_CLOSED_REQUEST, GatewayError, database_unavailable, from_validation_error,
+                            internal_error, model_not_found, tier_unavailable, unhandled_errors)
+from gateway.limits.reservations import Reservation, max_request_cost
+from gateway.routing.policy import RouteDecision, bounded_messages
 from gateway.state import GatewayState
 from gateway.tiers.base import Endpoint, Tier, UpstreamError, UpstreamReply
+from gateway.tiers.stream_usage import RelayedTokens, estimate_prompt_tokens
 
 log = logging.getLogger("gateway.requests")
 
@@ -64,10 +69,12 @@ class RequestRecord:
     user: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_source: str | None = None  # 'upstream': the tier said; 'counted': the relay estimated
     ttft_ms: float | None = None
     status: str = "ok"
     http_status: int = 200
     error: str | None = None
+    reservation: Reservation | None = None  # the key's budget hold, released when the row is booked
     prompt: str | None = None
     texts: list[str] | None = None  # the answer's text, kept when storing content or shadowing
     shadow_body: dict | None = None  # the request, kept when this answer is a shadow sample
@@ -79,6 +86,14 @@ class RequestRecord:
         if usage:
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.usage_source = "upstream"
+
+    def take_counted(self, relayed: RelayedTokens, body: dict) -> None:
+        """Book what the relay counted, unless the tier reported usage (which is exact)."""
+        if self.usage_source is None and relayed.content_chunks:
+            self.prompt_tokens = estimate_prompt_tokens(body)
+            self.completion_tokens = relayed.completion_tokens
+            self.usage_source = "counted"
 
 
 class SamplingProxy:
@@ -94,9 +109,15 @@ class SamplingProxy:
             state.in_flight -= 1
 
     async def _handle(self, request: Request, state: GatewayState, key: ApiKey | None) -> Response:
+        if state.ledger.full:
+            # The database has been away long enough to fill the ledger's backlog: refuse (no
+            # answer, nothing to book, counted in the metrics) rather than serve unbooked answers.
+            state.metrics.requests.labels("none", self.endpoint, "ledger_full").inc()
+            raise database_unavailable("Requests cannot be booked right now.")
         record = RequestRecord(endpoint=self.endpoint, key=key)
         try:
-            body = await read_json_object(request, state.config.server.max_body_bytes)
+            body = await read_json_object(request, state.config.server.max_body_bytes,
+                                          state.config.server.body_read_timeout_s)
             record.requested_model = str(body.get("model", ""))[:256]
             parsed = self._validate(body, state)
             record.stream, record.user = parsed.stream, parsed.user
@@ -110,14 +131,25 @@ class SamplingProxy:
                 await state.limiter.admit(key)
             tiers = self._candidates(parsed, record, state)
             self._check_budget(parsed, tiers[0])
+            if key is not None and key.budget is not None:
+                record.reservation = await state.limiter.reserve(key, max_request_cost(
+                    state.pricing, [t.name for t in tiers], tiers[0].max_model_len, body, parsed.completion_budget,
+                    parsed.n))
             if parsed.stream:
                 return await self._stream(tiers, body, parsed, record, state)
             reply = await self._complete(tiers, body, record)
         except (GatewayError, UpstreamError) as exc:
-            record.fail(exc, "rejected" if isinstance(exc, GatewayError) else "error")
+            record.fail(exc, _row_status(exc))
             await self._finish(record, state)
             error = exc if isinstance(exc, GatewayError) else _as_gateway_error(exc)
             error.headers = {**(error.headers or {}), **self._headers(record)}
+            raise error from None
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: still booked, a 500, one bounded log line
+            unhandled_errors.report(f"request {record.request_id} failed", exc)
+            error = internal_error()
+            record.fail(error)
+            await self._finish(record, state)
+            error.headers = self._headers(record)
             raise error from None
         record.take_usage(reply.data.get("usage"))
         if record.texts is not None:
@@ -151,7 +183,8 @@ class SamplingProxy:
     def _candidates(self, parsed: SamplingRequest, record: RequestRecord, state: GatewayState) -> list[Tier]:
         """The tiers to try, in order: the chosen one (if it can take traffic), then its fallbacks."""
         if parsed.model == AUTO:
-            decision = state.policy.route(parsed.routing_messages())  # type: ignore[attr-defined]
+            # Bounded text: every policy's work stays a few ms on the loop, whatever the prompt size.
+            decision = state.policy.route(bounded_messages(parsed.routing_messages()))  # type: ignore[attr-defined]
             record.decision = decision
             chosen = state.tiers.resolve(decision.tier)
             if chosen is None:
@@ -221,7 +254,7 @@ class SamplingProxy:
                 exc = err
             else:
                 tier.breaker.success()
-                relay = self._relay(first, events, parsed, record, state,
+                relay = self._relay(first, events, body, parsed, record, state,
                                     gateway_asked_continuous=bool(options.get("continuous_usage_stats"))
                                     and not (body.get("stream_options") or {}).get("continuous_usage_stats"))
                 return StreamingResponse(relay, media_type="text/event-stream", headers={
@@ -229,30 +262,35 @@ class SamplingProxy:
             self._failed(tier, exc, tiers[i + 1:], record)
         raise AssertionError("unreachable: the last failure re-raises")
 
-    async def _relay(self, first: bytes, events: AsyncIterator[bytes], parsed: SamplingRequest,
+    async def _relay(self, first: bytes, events: AsyncIterator[bytes], body: dict, parsed: SamplingRequest,
                      record: RequestRecord, state: GatewayState, gateway_asked_continuous: bool) -> AsyncIterator[bytes]:
         """Pass events through one by one, reading usage on the way.
 
         Usage the client did not ask for is taken out (the gateway always asks the tier for
-        it). The row is committed before ``[DONE]``, so a stream that ended has its row.
+        it). Until the tier reports usage, the relayed text is counted, so a stream cut
+        before the tier's final usage is still booked (``usage_source = 'counted'``). The row
+        is committed before ``[DONE]``, so a stream that ended has its row.
         """
         record.ttft_ms = (time.perf_counter() - record.started) * 1000
         wants_final = parsed.wants_stream_usage
+        relayed = RelayedTokens()
         finished = False
         try:
             event: bytes | None = first
             while event is not None:
                 if event.strip().replace(b" ", b"") == b"data:[DONE]":
                     break
-                if b'"usage"' in event or record.texts is not None:
-                    event = _inspect_chunk(event, record, wants_final, gateway_asked_continuous)
+                if b'"usage"' in event or record.texts is not None or record.usage_source is None:
+                    event = _inspect_chunk(event, record, wants_final, gateway_asked_continuous, relayed)
                 if event is not None:
                     yield event
                 event = await anext(events, None)
+            record.take_counted(relayed, body)
             await self._finish(record, state)
             finished = True
             yield DONE_EVENT
         except UpstreamError as exc:
+            record.take_counted(relayed, body)
             record.fail(exc)
             await self._finish(record, state)
             finished = True
@@ -263,6 +301,7 @@ class SamplingProxy:
         finally:
             await events.aclose()
             if not finished:
+                record.take_counted(relayed, body)
                 self._finish_nowait(record, state)
 
     # -- booking -----------------------------------------------------------------------
@@ -297,6 +336,7 @@ class SamplingProxy:
             "stream": record.stream,
             "prompt_tokens": record.prompt_tokens,
             "completion_tokens": record.completion_tokens,
+            "usage_source": record.usage_source,
             "latency_ms": (time.perf_counter() - record.started) * 1000,
             "ttft_ms": record.ttft_ms,
             "status": record.status,
@@ -313,9 +353,10 @@ class SamplingProxy:
         if record.shadow_body is not None and record.status == "ok" and record.tier:
             state.shadow.submit(record.request_id, record.tier, self.endpoint, record.shadow_body,
                                 "".join(record.texts or []))
-        if record.key is not None and (record.prompt_tokens or record.completion_tokens):
+        if record.key is not None and (record.prompt_tokens or record.completion_tokens or record.reservation):
             settle = asyncio.ensure_future(state.limiter.settle(
-                record.key, record.prompt_tokens + record.completion_tokens, cost))
+                record.key, record.prompt_tokens + record.completion_tokens, cost, record.reservation))
+            record.reservation = None  # released once, on whichever path books the row
             settle.add_done_callback(_log_settle_error)
         return committed
 
@@ -327,14 +368,17 @@ class SamplingProxy:
             try:
                 await asyncio.wait_for(asyncio.shield(committed), state.config.ledger.commit_timeout_s)
             except TimeoutError:
-                log.warning("request %s answered before its ledger row was committed (still queued)",
-                            record.request_id)
+                if not state.ledger.failing:  # an outage is logged by the ledger, at most every 10 s
+                    log.warning("request %s answered before its ledger row was committed (still queued)",
+                                record.request_id)
 
 
-def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip_running_usage: bool) -> bytes | None:
+def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip_running_usage: bool,
+                   relayed: RelayedTokens) -> bytes | None:
     """Read usage (and, when storing content, text) from one SSE event; return what to forward.
 
     ``strip_running_usage``: the gateway (not the client) asked for usage on every chunk.
+    ``relayed`` counts the event's text while the tier has reported no usage.
     """
     payload = event.strip().removeprefix(b"data:").strip()
     try:
@@ -347,6 +391,8 @@ def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip
         record.texts.append(choice_text(data, "delta"))
     usage = data.get("usage")
     if not usage:
+        if record.usage_source is None:
+            relayed.count(data)
         return event
     record.take_usage(usage)
     if not data.get("choices"):  # the usage-only final chunk
@@ -360,6 +406,13 @@ def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip
 def _log_settle_error(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("limits: counting usage failed: %s", task.exception())
+
+
+def _row_status(exc: GatewayError | UpstreamError) -> str:
+    """The ledger status of a request that ended in ``exc`` before an answer was relayed."""
+    if isinstance(exc, UpstreamError):
+        return "error"
+    return "client_disconnected" if exc.status_code == CLIENT_CLOSED_REQUEST else "rejected"
 
 
 def _as_gateway_error(exc: UpstreamError) -> GatewayError:

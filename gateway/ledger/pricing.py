@@ -29,3 +29,8 @@ class Pricing:
         if tier_name is None or tier_name not in self.tiers:
             return 0.0, teacher_cost
         return self.tier_cost(self.tiers[tier_name], prompt_tokens, completion_tokens), teacher_cost
+
+    def max_cost(self, tier_names: list[str], prompt_tokens: int, completion_tokens: int) -> float:
+        """The most these tokens can cost on any of ``tier_names`` (a request's failover candidates):
+        what a budget holds while the request runs."""
+        return max((self.costs(name, prompt_tokens, completion_tokens)[0] for name in tier_names), default=0.0)

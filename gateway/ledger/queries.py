@@ -34,12 +34,19 @@ _PG_BUCKET = {"day": "YYYY-MM-DD", "hour": "YYYY-MM-DD\"T\"HH24:00"}
 
 
 def to_utc(value: datetime | None) -> datetime | None:
-    """A naive bound means UTC; an aware one is converted (SQLite compares wall-clock text)."""
+    """A naive bound means UTC; an aware one is converted (SQLite compares wall-clock text).
+
+    Raises ``ValueError`` (a bad bound, for callers to report) when the offset pushes the time out
+    of datetime's range, e.g. ``0001-01-01T00:00:00+05:00``, rather than an ``OverflowError``.
+    """
     if value is None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from None
 
 
 def _filtered(stmt: Select, since: datetime | None, until: datetime | None, api_key_id: str | None) -> Select:

@@ -1,10 +1,16 @@
-"""The cost ledger's one table: a row per request, whatever its outcome.
+"""The cost ledger's tables: a row per request, whatever its outcome (plus keys, shadow pairs,
+and the dead letters the database refused).
 
 Each row holds what happened (tier, tokens, latency, status) and what it cost next to what
 the same tokens would have cost on the teacher, so savings are a SUM away.
+
+Engines are made with ``hide_parameters``: a database error's text would otherwise carry the
+bound values (user names, prompts) into the logs.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from sqlalchemy import (
     Boolean,
@@ -18,6 +24,8 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
 
@@ -41,6 +49,9 @@ requests_table = Table(
     Column("stream", Boolean, nullable=False, default=False),
     Column("prompt_tokens", Integer, nullable=False, default=0),
     Column("completion_tokens", Integer, nullable=False, default=0),
+    # 'upstream': the tier reported the tokens; 'counted': a stream cut before the tier's usage,
+    # booked from the relayed text (an estimate); NULL: no tokens reported.
+    Column("usage_source", String(16)),
     Column("latency_ms", Float),
     Column("ttft_ms", Float),
     Column("status", String(32), nullable=False),
@@ -51,6 +62,19 @@ requests_table = Table(
     Column("user", String(256)),
     Column("prompt", Text),
     Column("completion", Text),
+)
+
+
+# Rows the database refused for their content, kept as JSON text with the error (see
+# gateway/ledger/dead_letters.py): quarantined, never dropped.
+dead_letters_table = Table(
+    "ledger_dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("request_id", String(64)),
+    Column("error", Text, nullable=False),
+    Column("row_json", Text, nullable=False),
 )
 
 
@@ -96,16 +120,57 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the table created; SQLite in WAL mode so readers never block the writer."""
-    url = normalise_url(url)
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
+class LedgerNotFound(LookupError):
+    """A read-only command was pointed at a ledger that does not exist (e.g. a mistyped path)."""
 
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+
+def _sqlite_path(url: str) -> str | None:
+    """The file behind a SQLite URL, or None for another database or an in-memory one."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
+def open_existing(url: str) -> Engine:
+    """An engine on a ledger that must already exist, for commands that only read it.
+
+    ``make_engine`` creates what is missing, which is right for the gateway but turned a
+    mistyped SQLite path into a fresh empty ledger and a report of $0 (issue #15).
+    """
+    url = normalise_url(url)
+    path = _sqlite_path(url)
+    if path is not None and not Path(path).is_file():
+        raise LedgerNotFound(f"no ledger database at {path} (check the path or --ledger-url)")
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            present = inspect(conn).has_table(requests_table.name)
+    except Exception:
+        engine.dispose()
+        raise
+    if not present:
+        engine.dispose()
+        raise LedgerNotFound(f"{engine.url.render_as_string(hide_password=True)} holds no ledger "
+                             f"(table {requests_table.name} is missing)")
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the tables created; SQLite in WAL mode so readers never block the writer."""
+    url = normalise_url(url)
+    path = _sqlite_path(url)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = _engine(url)
+    metadata.create_all(engine)
+    _add_missing_columns(engine)
+    return engine
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _wal(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
@@ -115,6 +180,29 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=10000")
             cur.close()
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=4)
-    metadata.create_all(engine)
+        # connect_timeout: a database host that drops packets must fail a write attempt (which
+        # is retried) instead of holding the ledger writer's thread for minutes.
+        connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+        engine = create_engine(url, pool_pre_ping=True, pool_size=4, hide_parameters=True,
+                               connect_args=connect_args)
     return engine
+
+
+# Columns added after the first release, with their DDL type. ``create_all`` leaves an existing
+# table alone, so an old ledger gets them here (Alembic migrations are issue #13's business).
+_ADDED_COLUMNS = {"ledger_requests": {"usage_source": "VARCHAR(16)"}}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add nullable columns that an existing ledger (made by an older gateway) lacks."""
+    inspector = inspect(engine)
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        missing = {name: ddl for name, ddl in columns.items() if name not in present}
+        if not missing:
+            continue
+        with engine.begin() as conn:
+            for name, ddl in missing.items():
+                # Two replicas may race here: IF NOT EXISTS (Postgres) keeps the loser quiet.
+                exists = " IF NOT EXISTS" if engine.dialect.name == "postgresql" else ""
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN{exists} {name} {ddl}"))

@@ -9,6 +9,8 @@ from datetime import datetime
 
 from gateway.auth.keys import ApiKey
 from gateway.config import LimitsConfig
+from gateway.limits.reservations import HOLD_S, Reservation, new_reservation
+from gateway.errors import database_unavailable
 from gateway.limits.windows import budget_period, minute_window, over_budget, too_many
 
 SpentFn = Callable[[str, datetime], float]  # (api key id, period start) -> spend so far, from the ledger
@@ -22,7 +24,8 @@ class LocalLimiter:
         self.spent_since = spent_since
         self.requests: dict[tuple[str, int], int] = {}
         self.tokens: dict[tuple[str, int], int] = {}
-        self.spend: dict[tuple[str, str], float] = {}
+        self.spend: dict[tuple[str, str], float] = {}  # settled spend per (key id, budget period)
+        self.holds: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}  # id -> (amount, lapses at)
         self._window = 0
 
     def _prune(self, window: int) -> None:
@@ -44,19 +47,37 @@ class LocalLimiter:
             self.requests[(key.id, window)] = count
             if count > rpm:
                 raise too_many("requests per minute", rpm, left)
-        if key.budget is not None and key.budget_period:
-            pid, start, period_left = budget_period(now, key.budget_period)
-            if (key.id, pid) not in self.spend:
-                self.spend[(key.id, pid)] = await asyncio.to_thread(self.spent_since, key.id, start)
-            if self.spend[(key.id, pid)] >= key.budget:
-                raise over_budget(key.budget, key.budget_period, period_left)
 
-    async def settle(self, key: ApiKey, tokens: int, cost: float) -> None:
+    async def reserve(self, key: ApiKey, amount: float) -> Reservation | None:
+        if key.budget is None or not key.budget_period:
+            return None
+        now = time.time()
+        pid, start, period_left = budget_period(now, key.budget_period)
+        if (key.id, pid) not in self.spend:
+            try:
+                spent = await asyncio.to_thread(self.spent_since, key.id, start)
+            except Exception as exc:  # the ledger is down: the spend is unknown, so the budget cannot be checked
+                raise database_unavailable("This API key's budget cannot be checked right now.", 1) from exc
+            self.spend.setdefault((key.id, pid), spent)  # a concurrent seeder or a settle may have been first
+        # From here to the hold nothing awaits, so concurrent requests see each other's holds.
+        holds = self.holds.setdefault((key.id, pid), {})
+        for hold_id in [h for h, (_, lapses) in holds.items() if lapses <= now]:
+            del holds[hold_id]
+        if self.spend[(key.id, pid)] + sum(amount for amount, _ in holds.values()) >= key.budget:
+            raise over_budget(key.budget, key.budget_period, period_left)
+        reservation = new_reservation(pid, amount, local=True)
+        holds[reservation.id] = (amount, now + HOLD_S)
+        return reservation
+
+    async def settle(self, key: ApiKey, tokens: int, cost: float, reservation: Reservation | None = None) -> None:
         now = time.time()
         window, _ = minute_window(now)
-        self.tokens[(key.id, window)] = self.tokens.get((key.id, window), 0) + tokens
+        if tokens:
+            self.tokens[(key.id, window)] = self.tokens.get((key.id, window), 0) + tokens
         if key.budget is not None and key.budget_period:
-            pid, _, _ = budget_period(now, key.budget_period)
+            pid = reservation.period if reservation else budget_period(now, key.budget_period)[0]
+            if reservation is not None:
+                self.holds.get((key.id, pid), {}).pop(reservation.id, None)
             if (key.id, pid) in self.spend:
                 self.spend[(key.id, pid)] += cost
 

@@ -39,3 +39,4 @@ def over_budget(budget: float, period: str, retry_after_s: float) -> GatewayErro
     return GatewayError(f"This API key has used its budget of {budget:g} for this {period}.",
                         status_code=429, type="insufficient_quota", code="budget_exceeded",
                         headers={"retry-after": str(seconds)})
+

@@ -13,7 +13,7 @@ from typing import Literal
 from sqlalchemy.engine import Engine
 
 from gateway.ledger.queries import Bucket
-from gateway.ledger.schema import make_engine
+from gateway.ledger.schema import open_existing
 from gateway.reports import export, figures
 from gateway.reports.data import CostReport, Filters, build_report
 from gateway.reports.formatting import DEFAULT_CURRENCY
@@ -26,8 +26,9 @@ BUCKET_LENGTH = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
 
 
 def open_ledger(url: str) -> Engine:
-    """The ledger engine for ``url`` (SQLite or Postgres); the table is created if absent."""
-    return make_engine(url)
+    """The ledger engine for ``url`` (SQLite or Postgres), which must exist: a report only reads,
+    and a mistyped path must fail (``LedgerNotFound``), not report $0 from a new empty file."""
+    return open_existing(url)
 
 
 def write_report(report: CostReport, formats: Iterable[Format], out: Path, *, bucket: Bucket = "day",

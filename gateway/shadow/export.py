@@ -2,19 +2,24 @@
 
 One row per prompt: ``prompt``, then one True/False column per model. The reference (teacher)
 answer is taken as correct; the student's is correct when its agreement reached ``agree_at``.
-Pairs without a prompt (``store_prompts: false``) or whose shadow call failed are skipped.
+Pairs without a prompt or whose shadow call failed are skipped. Prompts are stored only with
+``ledger.store_content: true`` (and ``shadow.store_prompts``); without them the pairs still
+feed drift monitoring but cannot be exported, and the export says how many it skipped.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.ledger.schema import shadow_pairs_table as t
+
+log = logging.getLogger("gateway.shadow")
 
 
 def prompt_text(prompt_json: str) -> str:
@@ -34,8 +39,15 @@ def prompt_text(prompt_json: str) -> str:
 def export_routellm(engine: Engine, out: Path, agree_at: float) -> int:
     stmt = (sa.select(t.c.prompt, t.c.tier, t.c.reference_tier, t.c.agreement)
             .where(t.c.prompt.is_not(None), t.c.agreement.is_not(None)).order_by(t.c.id))
+    without_prompt = (sa.select(sa.func.count()).select_from(t)
+                      .where(t.c.prompt.is_(None), t.c.agreement.is_not(None)))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
+        skipped = conn.execute(without_prompt).scalar_one()
+    if skipped:
+        # A warning reaches stderr even from a CLI that configured no logging (logging.lastResort).
+        log.warning("shadow export: skipped %d pairs stored without their prompt (ledger.store_content "
+                    "was off when they were sampled); exported %d", skipped, len(rows))
     out.parent.mkdir(parents=True, exist_ok=True)
     tiers = sorted({r.tier for r in rows}) + sorted({r.reference_tier for r in rows})
     with open(out, "w", newline="") as f:

@@ -3,6 +3,12 @@
 The client's response never waits: the shadow call starts after the student's answer is
 booked, runs as a background task (bounded by ``max_in_flight``; a sample that finds no
 room is skipped, not queued), and its outcome lands in ``shadow_pairs`` and the drift monitor.
+
+Texts obey the ledger's content opt-in: the comparison needs the prompt and both answers, so
+they are held in memory for the length of the shadow call, but ``shadow_pairs`` stores them
+only when ``ledger.store_content`` is on (the prompt also needs ``shadow.store_prompts``).
+Otherwise a pair is its ids, tiers, agreement score and cost: enough for drift monitoring,
+not for retraining the router from an export.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class ShadowSampler:
     def __init__(self, config: GatewayConfig, tiers: TierRegistry, engine: Engine, pricing: Pricing,
                  metrics: GatewayMetrics, policy: RoutingPolicy) -> None:
         self.config = config.shadow
+        self.store_texts = config.ledger.store_content
+        self.store_prompts = self.store_texts and self.config.store_prompts
         self.reference = self.config.reference_tier or config.teacher_tier
         self.tiers = tiers
         self.engine = engine
@@ -67,19 +75,21 @@ class ShadowSampler:
             return
         shadow_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         row = {"ts": datetime.now(UTC), "request_id": request_id, "tier": tier, "reference_tier": reference.name,
-               "metric": self.config.metric, "answer": answer, "agreement": None, "reference_answer": None,
-               "reference_cost": 0.0, "error": None,
-               "prompt": json.dumps(body.get("messages", body.get("prompt"))) if self.config.store_prompts else None}
+               "metric": self.config.metric, "answer": answer if self.store_texts else None, "agreement": None,
+               "reference_answer": None, "reference_cost": 0.0, "error": None,
+               "prompt": json.dumps(body.get("messages", body.get("prompt"))) if self.store_prompts else None}
         try:
             reply = await reference.complete(endpoint, shadow_body)
         except UpstreamError as exc:
-            row["error"] = exc.message
+            # Upstream error messages can quote the request: stored only with content.
+            row["error"] = exc.message if self.store_texts else f"reference tier failed ({exc.status_code})"
         else:
-            row["reference_answer"] = choice_text(reply.data, "message")
+            reference_answer = choice_text(reply.data, "message")
+            row["reference_answer"] = reference_answer if self.store_texts else None
             usage = reply.data.get("usage") or {}
             row["reference_cost"] = self.pricing.costs(reference.name, int(usage.get("prompt_tokens") or 0),
                                                        int(usage.get("completion_tokens") or 0))[0]
-            row["agreement"] = agreement(answer, row["reference_answer"], self.config.metric)
+            row["agreement"] = agreement(answer, reference_answer, self.config.metric)
             self.monitor.observe(row["agreement"])
             self.metrics.shadow_pairs.inc()
             self.metrics.shadow_agreement.set(self.monitor.rolling or 0.0)

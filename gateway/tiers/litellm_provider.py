@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,15 +38,47 @@ def cost_from_map(model: str, prompt_tokens: int, completion_tokens: int) -> flo
     return float(prompt_cost + completion_cost)
 
 
+def _as_upstream_error(exc: Exception) -> UpstreamError:
+    """litellm maps provider errors to exceptions carrying ``status_code``; keep the client's 4xx,
+    make everything else a 502 (the tier's fault, which counts against its circuit)."""
+    status = int(getattr(exc, "status_code", 502) or 502)
+    return UpstreamError(status if 400 <= status < 500 else 502, str(getattr(exc, "message", exc)))
+
+
 class LiteLLMTier(Tier):
+    """A hosted tier. It has no health endpoint the gateway can read for free, so its health
+    check is a one-token completion, made only while its circuit is open and at most once per
+    ``breaker_cooldown_s``: a healthy tier costs nothing to watch, a broken one a token a while.
+    """
+
+    PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+
     def __init__(self, config: TierConfig) -> None:
         super().__init__(config)
         assert config.litellm is not None
         self.provider = config.litellm
+        self._last_probe = 0.0
 
     async def start(self) -> None:
         _litellm()
         self.status = TierStatus.READY
+        self.watch_health()
+
+    async def probe(self) -> bool:
+        """Closed circuit: healthy as far as anyone knows. Open: one tiny call, once per cooldown."""
+        if not self.breaker.is_open:
+            return True
+        now = time.monotonic()
+        if now - self._last_probe < self.config.breaker_cooldown_s:
+            return False
+        self._last_probe = now
+        try:
+            await self._call("chat", {**self._kwargs(self.PROBE_BODY), "timeout": min(self.config.timeout_s, 10.0)})
+        except UpstreamError as exc:
+            self.detail = f"health probe failed: {exc.message[:200]}"
+            return False
+        self.detail = ""
+        return True
 
     def _kwargs(self, body: dict) -> dict:
         kwargs = {k: v for k, v in body.items() if k != "model"}
@@ -63,9 +96,8 @@ class LiteLLMTier(Tier):
             if endpoint == "chat":
                 return await litellm.acompletion(**kwargs)
             return await litellm.atext_completion(**kwargs)
-        except Exception as exc:  # litellm maps provider errors to exceptions with status_code
-            status = int(getattr(exc, "status_code", 502) or 502)
-            raise UpstreamError(status if 400 <= status < 500 else 502, str(getattr(exc, "message", exc))) from exc
+        except Exception as exc:  # litellm raises its own exception classes, all Exceptions
+            raise _as_upstream_error(exc) from exc
 
     async def complete(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
         response = await self._call(endpoint, self._kwargs(body))
@@ -74,6 +106,15 @@ class LiteLLMTier(Tier):
 
     async def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
         response = await self._call(endpoint, self._kwargs(body))
-        async for chunk in response:
+        chunks = aiter(response)
+        while True:
+            # An error mid-stream (the provider dropped the connection, sent an error event)
+            # must reach the relay as an UpstreamError, so the row says `error`, not `ok`.
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                raise _as_upstream_error(exc) from exc
             yield b"data: " + json.dumps(chunk.model_dump(exclude_none=True)).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"

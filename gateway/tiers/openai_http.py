@@ -83,6 +83,16 @@ class OpenAIHTTPTier(Tier):
         self.status = TierStatus.READY if ok else TierStatus.DOWN
         return ok
 
+    def stream_usage_options(self) -> dict:
+        """Usage on every chunk where the server declares it can (``url: {continuous_usage: true}``).
+
+        Without it the server's usage comes only at the end, and a stream cut short is booked
+        by counting what was relayed (see ``gateway.tiers.stream_usage``).
+        """
+        if self.config.url is not None and self.config.url.continuous_usage:
+            return {"include_usage": True, "continuous_usage_stats": True}
+        return super().stream_usage_options()
+
     def _payload(self, body: dict) -> dict:
         return {**body, "model": self.upstream_model}
 

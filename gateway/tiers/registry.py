@@ -11,13 +11,20 @@ import aiohttp
 from gateway.config import GatewayConfig
 from gateway.tiers.base import Tier
 from gateway.tiers.openai_http import OpenAIHTTPTier
-from gateway.tiers.vllm_process import VLLMProcessTier
+from gateway.tiers.vllm_process import AdapterTier, VLLMProcessTier
 
 log = logging.getLogger("gateway.tiers")
 
 
-def build_tier(config: GatewayConfig, name: str, client: aiohttp.ClientSession) -> Tier:
+def build_tier(config: GatewayConfig, name: str, client: aiohttp.ClientSession,
+               built: dict[str, Tier] | None = None) -> Tier:
+    """The tier called ``name``; an adapter tier (``served_by``) needs its host in ``built``."""
     tier_config = config.tier(name)
+    if tier_config.served_by:
+        host = (built or {}).get(tier_config.served_by)
+        if not isinstance(host, VLLMProcessTier):
+            raise ValueError(f"tier {name!r}: host tier {tier_config.served_by!r} must be built first")
+        return AdapterTier(tier_config, client, host)
     if tier_config.vllm:
         return VLLMProcessTier(tier_config, client, log_dir=Path(config.state_dir) / "logs")
     if tier_config.url:
@@ -29,7 +36,11 @@ def build_tier(config: GatewayConfig, name: str, client: aiohttp.ClientSession) 
 
 class TierRegistry:
     def __init__(self, config: GatewayConfig, client: aiohttp.ClientSession) -> None:
-        self.tiers: dict[str, Tier] = {t.model_name: build_tier(config, t.model_name, client) for t in config.model_list}
+        built: dict[str, Tier] = {}
+        # Adapter tiers last: they attach to their host's process.
+        for tier in sorted(config.model_list, key=lambda t: t.served_by is not None):
+            built[tier.model_name] = build_tier(config, tier.model_name, client, built)
+        self.tiers: dict[str, Tier] = {t.model_name: built[t.model_name] for t in config.model_list}
         self._by_name: dict[str, Tier] = {name: tier for tier in self.tiers.values() for name in tier.names}
 
     def resolve(self, model: str) -> Tier | None:

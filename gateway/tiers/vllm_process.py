@@ -19,6 +19,8 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -42,6 +44,41 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
+class CrashWindow:
+    """Crashes within the last ``window_s`` seconds: a tier is given up only when it keeps crashing.
+
+    Counting every crash of the gateway's lifetime gave up a tier for good after its fifth
+    crash, even if the crashes were weeks apart; crashes older than the window are forgiven.
+    """
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.clock = clock
+        self._crashes: deque[float] = deque()
+
+    def _forget_old(self) -> None:
+        horizon = self.clock() - self.window_s
+        while self._crashes and self._crashes[0] <= horizon:
+            self._crashes.popleft()
+
+    def crash(self) -> None:
+        self._crashes.append(self.clock())
+
+    @property
+    def recent(self) -> int:
+        self._forget_old()
+        return len(self._crashes)
+
+    def exhausted(self) -> bool:
+        """True when more than ``limit`` crashes fell within the window: stop restarting."""
+        return self.recent > self.limit
+
+    def backoff_s(self) -> float:
+        """Seconds to wait before the next restart: doubles with each recent crash, at most 30."""
+        return min(30.0, 2.0 ** max(1, self.recent))
+
+
 def vllm_command(config: TierConfig, port: int) -> list[str]:
     server = config.vllm
     assert server is not None
@@ -57,6 +94,10 @@ def vllm_command(config: TierConfig, port: int) -> list[str]:
     ]
     if server.enforce_eager:
         cmd.append("--enforce-eager")
+    if server.lora_modules:
+        # One process, base + adapters: each adapter is a model name of its own on this server.
+        cmd += ["--enable-lora", "--max-lora-rank", str(server.max_lora_rank), "--max-loras", str(len(server.lora_modules)),
+                "--lora-modules", *(f"{name}={path}" for name, path in server.lora_modules.items())]
     return cmd + list(server.extra_args)
 
 
@@ -70,7 +111,8 @@ class VLLMProcessTier(OpenAIHTTPTier):
         super().__init__(config, client, base_url=f"http://{self.server.host}:{self.port}/v1")
         self.log_path = log_dir / f"vllm-{config.model_name}.log"
         self.process: asyncio.subprocess.Process | None = None
-        self.restarts = 0
+        self.restarts = 0  # in the gateway's lifetime (shown on /health); `crashes` decides giving up
+        self.crashes = CrashWindow(self.server.max_restarts, self.server.restart_window_s)
         self._stopping = False
         self._supervisor: asyncio.Task | None = None
         self._ready = asyncio.Event()
@@ -80,16 +122,22 @@ class VLLMProcessTier(OpenAIHTTPTier):
         pid = self.process.pid if self.process and self.process.returncode is None else None
         return {**super().health(), "pid": pid, "restarts": self.restarts, "log": str(self.log_path)}
 
-    def _model_missing(self) -> bool:
-        """A model given as a path must exist; a hub id (``org/name``) is vLLM's business."""
-        model = self.server.model
-        path = Path(model).expanduser()
-        return (path.is_absolute() or model.startswith(".")) and not (path / "config.json").exists()
+    def _missing_dir(self) -> str | None:
+        """A model or adapter given as a path must exist (else vLLM fails after a minute of loading);
+        a hub id (``org/name``) is vLLM's business."""
+        wanted = [(self.server.model, "config.json")]
+        wanted += [(path, "adapter_config.json") for path in self.server.lora_modules.values()]
+        for where, marker in wanted:
+            path = Path(where).expanduser()
+            if (path.is_absolute() or where.startswith(".")) and not (path / marker).exists():
+                return where
+        return None
 
     async def start(self) -> None:
-        if self._model_missing():
+        missing = self._missing_dir()
+        if missing:
             self.status = TierStatus.MISSING
-            self.detail = f"model dir {self.server.model} does not exist (run `python -m distill assemble`)"
+            self.detail = f"model dir {missing} does not exist (run `python -m distill assemble`)"
             log.warning("tier %s not started: %s", self.name, self.detail)
             self._gave_up.set()
             return
@@ -162,12 +210,14 @@ class VLLMProcessTier(OpenAIHTTPTier):
             self.status = TierStatus.DOWN
             self.detail = f"vLLM exited with code {code}; see {self.log_path}"
             log.error("tier %s went down: %s", self.name, self.detail)
-            if self.restarts >= self.server.max_restarts:
-                log.error("tier %s: giving up after %d restarts", self.name, self.restarts)
+            self.crashes.crash()
+            if self.crashes.exhausted():
+                log.error("tier %s: giving up after %d crashes within %.0f s", self.name, self.crashes.recent,
+                          self.server.restart_window_s)
                 self._gave_up.set()
                 return
             self.restarts += 1
-            await asyncio.sleep(min(30.0, 2.0**self.restarts))
+            await asyncio.sleep(self.crashes.backoff_s())
 
     def _kill_group(self) -> None:
         """SIGKILL whatever is left of the server's process group (its engine core)."""
@@ -197,3 +247,53 @@ class VLLMProcessTier(OpenAIHTTPTier):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         self.status, self.detail = TierStatus.DOWN, "stopped"
+
+
+class AdapterTier(OpenAIHTTPTier):
+    """A LoRA adapter that another tier's vLLM process serves (``served_by:``).
+
+    Why: the support teacher is the packaged model plus a 9 MB adapter. Serving both from one
+    process gives the gateway a general flagship (the base, for what is out of the support
+    scope) and the support teacher for the price of one server's RAM. Each keeps its own
+    name, role and price; the adapter's health is its host process's health.
+    """
+
+    def __init__(self, config: TierConfig, client: aiohttp.ClientSession, host: VLLMProcessTier) -> None:
+        self.host = host
+        super().__init__(config, client, base_url=host.base_url)
+
+    # The host process owns the state: an adapter is up exactly when its server is.
+    @property  # type: ignore[override]
+    def status(self) -> TierStatus:
+        return self.host.status
+
+    @status.setter
+    def status(self, value: TierStatus) -> None:
+        """Ignored: the host's supervisor sets the state (base classes assign it on start/probe)."""
+
+    @property  # type: ignore[override]
+    def detail(self) -> str:
+        return self.host.detail
+
+    @detail.setter
+    def detail(self, value: str) -> None:
+        """Ignored, like ``status``."""
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self.host.max_model_len
+
+    def health(self) -> dict:
+        return {**super().health(), "served_by": self.host.name}
+
+    async def start(self) -> None:
+        self.watch_health()  # closes this tier's own circuit breaker when its host answers again
+
+    async def probe(self) -> bool:
+        return await self.host.probe()
+
+    def stream_usage_options(self) -> dict:
+        return self.host.stream_usage_options()
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        return await self.host.wait_ready(timeout_s)

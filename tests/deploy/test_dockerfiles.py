@@ -1,7 +1,7 @@
 """deploy/docker: every Dockerfile pins its base image, copies only files that exist in the
 repository and that its .dockerignore lets into the build context, and agrees with the
-compose file and the Kubernetes manifests on ports and config paths. (No Docker engine
-here or in CI: the images are not built by the tests.)"""
+compose file and the Kubernetes manifests on ports and config paths. Offline; building and
+running the images is test_containers.py / test_kube_play.py (marker `containers`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from deploy_render import DOCKER, REPO, copy_sources, dockerfile_instructions, flag, sent_to_build, split_image
 
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+GENERATED = "deploy/build/"  # build_images.sh's output folder (wheelhouses), git-ignored
 
 
 def test_the_three_images_exist():
@@ -48,6 +49,13 @@ def test_copy_sources_exist_and_reach_the_build_context(dockerfile):
         for src in sources:
             if "://" in src:
                 problems.append(f"{src}: ADD from a URL is not reproducible")
+                continue
+            if src.startswith(GENERATED):
+                # Made by scripts/build_images.sh before it builds (wheelhouses); git-ignored.
+                if not sent_to_build(dockerfile, src):
+                    problems.append(f"{src} is excluded by its .dockerignore")
+                if src.rstrip("/") not in (REPO / "scripts" / "build_images.sh").read_text():
+                    problems.append(f"{src}: not made by scripts/build_images.sh")
                 continue
             path = REPO / src
             if not path.exists():
@@ -98,10 +106,20 @@ def test_gateway_image_runs_the_gateway_on_its_default_config():
     config = flag(cmd, "--config")
     copied = [copy_sources(a) for i, a in ins if i == "COPY"]
     assert any(dest == config for _, dest, _ in copied), f"{config} is not in the image"
-    # The lock is what setup.sh installs; the image must install the same file, without resolving.
+    # Air-gapped: the gateway-only lock, from the wheelhouse, without resolving or any index.
     runs = " ".join(a for i, a in ins if i == "RUN")
-    assert "pip install --no-deps -r /tmp/lock-cpu.txt" in runs
+    assert "pip install --no-index --find-links /wheelhouse --no-deps --no-compile -r /tmp/lock-gateway.txt" in runs
+    assert any(i == "COPY" and "requirements/lock-gateway.txt" in a for i, a in ins)
+    assert json.loads(next(a for i, a in ins if i == "ENTRYPOINT")) == ["/usr/bin/tini", "--"]
+
+
+def test_full_cpu_image_installs_what_setup_installs():
+    """The lock setup.sh installs, from the wheelhouse, without resolving or any index."""
+    ins = dockerfile_instructions(DOCKER / "vllm-cpu.Dockerfile")
+    runs = " ".join(a for i, a in ins if i == "RUN")
+    assert "pip install --no-index --find-links /wheelhouse --no-deps -r /tmp/lock-cpu.txt" in runs
     assert (REPO / "scripts" / "setup.sh").read_text().count("requirements/lock-cpu.txt") >= 1
+    assert "distill assemble --cache /models" in runs
 
 
 def test_lock_installs_in_an_image():

@@ -1,7 +1,8 @@
 """Shared fixtures: one materialized teacher and one tiny layer-dropped student per session.
 
 Materializing the teacher takes ~20 s on 2 cores, so it is done once per test session
-(or reused from ``$TIERWISE_TEST_CACHE`` when set, e.g. to the gateway's cache).
+(or reused from ``$TIERWISE_TEST_CACHE`` when set, e.g. to the gateway's cache). A missing
+packaged teacher fails the tests (it is a locked dependency), like missing shared data.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from support.shared_data import packaged_teacher_gguf
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -23,12 +26,10 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def teacher_dir(cache_dir) -> Path:
-    from distill.packaged import TeacherNotInstalled, materialize_teacher
+    from distill.packaged import materialize_teacher
 
-    try:
-        return materialize_teacher(cache_dir / "base-teacher")
-    except TeacherNotInstalled as e:
-        pytest.skip(str(e))
+    packaged_teacher_gguf()  # fails the test with install instructions when it is missing
+    return materialize_teacher(cache_dir / "base-teacher")
 
 
 @pytest.fixture(scope="session")

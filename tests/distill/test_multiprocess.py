@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from support.shared_data import packaged_teacher_gguf
 from tiny_data import write_tiny_banking_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,14 +44,9 @@ def _env() -> dict:
 
 
 @pytest.fixture(scope="module")
-def teacher_gguf():
-    """Skip (like the other distill tests) where the packaged teacher is not installed."""
-    from distill.packaged import TeacherNotInstalled, teacher_gguf_path
-
-    try:
-        return teacher_gguf_path()
-    except TeacherNotInstalled as e:
-        pytest.skip(str(e))
+def teacher_gguf() -> Path:
+    """The packaged teacher; fails (like the other distill tests) where it is not installed."""
+    return packaged_teacher_gguf()
 
 
 @pytest.fixture(scope="module")

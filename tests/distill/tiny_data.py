@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
-import pytest
+from support.shared_data import shared_data
 
 
 def write_tiny_banking_csv(dest_dir: Path, stride: int, n: int) -> Path:
-    """Every ``stride``-th Banking77 training message, ``n`` of them, unlabeled (KD needs no labels)."""
-    import csv
+    """Every ``stride``-th Banking77 training message, ``n`` of them, unlabeled (KD needs no labels).
 
-    from distill.data import data_root
-
-    src = data_root() / "banking77" / "train.csv"
-    if not src.is_file():
-        pytest.skip(f"Banking77 not found at {src}")
+    Fails (does not skip) where Banking77 is missing: see ``support.shared_data``.
+    """
+    src = shared_data("banking77", "train.csv")
     rows = list(csv.DictReader(open(src, newline="")))[::stride][:n]
     p = dest_dir / "tiny.csv"
     with open(p, "w", newline="") as f:

@@ -15,9 +15,10 @@ from distill.data import data_root
 
 
 @pytest.fixture(scope="module")
-def policy() -> ThresholdPolicy:
+def policy():
+    """The default chain: the competence gate in front of the support router."""
     built = build_policy(load_config().router)
-    assert isinstance(built, ThresholdPolicy)
+    assert isinstance(built.inner, ThresholdPolicy)
     return built
 
 

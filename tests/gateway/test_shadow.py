@@ -40,6 +40,7 @@ def upstreams(tmp_path):
 def test_shadow_pairs_are_recorded_without_delaying_the_client(upstreams, stub, tmp_path):
     db = f"sqlite:///{tmp_path / 'l.db'}"
     config = stub_config(upstreams.url, db, stub.url, shadow={"sample_rate": 1.0, "max_in_flight": 8})
+    config["ledger"]["store_content"] = True  # texts in shadow_pairs only with the opt-in
     gw = start_gateway(config, tmp_path, timeout_s=60)
     try:
         latencies = []
@@ -64,6 +65,7 @@ def test_drift_alarm_fires_on_a_constructed_drop_and_export_feeds_the_router(tmp
     db = f"sqlite:///{tmp_path / 'l.db'}"
     config = stub_config(stub.url, db, drifted_student.url,
                          shadow={"sample_rate": 1.0, "min_samples": 5, "floor": 0.5, "step": 0.05})
+    config["ledger"]["store_content"] = True  # the export needs the prompts
     gw = start_gateway(config, tmp_path, timeout_s=60)
     try:
         for i in range(6):

@@ -18,6 +18,7 @@ from known_ledger import EXPECTED, SINCE, UNTIL, ledger_url  # noqa: F401 (fixtu
 
 from PIL import Image  # pillow comes with matplotlib
 
+from gateway.ledger.schema import make_engine
 from gateway.reports import figures
 from gateway.reports.data import Filters
 from gateway.reports.run import FORMATS, generate
@@ -172,7 +173,9 @@ def test_json_is_one_document_with_the_figures(rendered):
 
 
 def test_empty_ledger_still_renders_every_format(tmp_path):
-    report, written = generate(f"sqlite:///{tmp_path / 'empty.db'}", Filters(), FORMATS, tmp_path / "out")
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    make_engine(empty).dispose()  # a report only reads: the (empty) ledger must exist
+    report, written = generate(empty, Filters(), FORMATS, tmp_path / "out")
     assert report.total.requests == 0
     for name in figures.FIGURE_FILES.values():
         check_png((tmp_path / "out" / name).read_bytes())

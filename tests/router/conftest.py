@@ -1,25 +1,20 @@
 """Fixtures: small real samples of RouteLLM's MMLU data and one router fitted on them.
 
 The data live in ``<repo>/../shared/data`` (or ``$TIERWISE_DATA_DIR``). A missing data
-folder fails the tests instead of skipping them: a green run must mean the router was
-actually fitted and checked on real outcomes.
+folder fails the tests instead of skipping them (``support.shared_data``): a green run must
+mean the router was actually fitted and checked on real outcomes.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_REPO = str(Path(__file__).resolve().parents[2])
-if _REPO not in sys.path:  # plain `pytest` from any folder, without an installed package
-    sys.path.insert(0, _REPO)
-
 from router import ComplexityRouter
-from router.data import RoutingData, default_data_dir, grouped_split, load_mmlu
+from router.data import RoutingData, grouped_split, load_mmlu
+from support.shared_data import shared_data
 
 # Small vocabularies and 3 folds keep the fit to a few seconds on a 2-core CI machine; the
 # optional domain head is switched on so that its fast path is covered too.
@@ -36,10 +31,8 @@ class Sample:
 
 @pytest.fixture(scope="session")
 def mmlu() -> RoutingData:
-    root = default_data_dir()
-    if not (root / "routellm" / "mmlu").is_dir():
-        pytest.fail(f"RouteLLM MMLU data not found under {root} (set TIERWISE_DATA_DIR or place shared/ beside the repo)")
-    return load_mmlu(root)
+    shared_data("routellm", "mmlu")
+    return load_mmlu()
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,14 @@ from typer.testing import CliRunner
 
 from router import load_router
 from router.cli import app
-from router.data import default_data_dir
+from support.shared_data import shared_data
 
 SUBJECTS = ("high_school_mathematics", "high_school_us_history", "college_physics")
 
 
 @pytest.mark.slow
 def test_train_evaluate_score(tmp_path: Path) -> None:
-    mmlu = default_data_dir() / "routellm" / "mmlu"
-    files = [mmlu / f"mmlu_{s}.csv" for s in SUBJECTS]
-    assert all(f.is_file() for f in files), f"MMLU data missing under {mmlu}"
+    files = [shared_data("routellm", "mmlu", f"mmlu_{s}.csv") for s in SUBJECTS]
     runner = CliRunner()
     model = tmp_path / "r.skops"
     data_args = [arg for f in files for arg in ("--data", str(f))]

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from gateway.devtools.processes import model_cache
 
 TEACHER_PRICE = {"input_per_million": 2.0, "output_per_million": 8.0}
 STUDENT_PRICE = {"input_per_million": 0.25, "output_per_million": 1.0}
-
-
-def model_cache() -> Path:
-    from gateway.config import default_model_cache
-
-    return Path(os.environ.get("TIERWISE_MODEL_CACHE") or default_model_cache())
 
 
 def base_teacher() -> Path:

@@ -1,104 +1,14 @@
-"""Real processes for tests: the gateway CLI, the stub upstream, and readiness polling."""
+"""Real processes for tests: re-exported from :mod:`gateway.devtools.processes` (benchmarks use it too)."""
 
-from __future__ import annotations
+from gateway.devtools.processes import (  # noqa: F401
+    REPO,
+    ServerProcess,
+    free_port,
+    model_cache,
+    spawn,
+    start_gateway,
+    start_stub,
+    wait_until,
+)
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
-
-import httpx
-import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
-        try:
-            last = check()
-            if last:
-                return last
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise TimeoutError(f"{what} not ready after {timeout_s} s (last: {last})\n{tail}")
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen
-    url: str  # base URL without /v1
-    log: Path
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def log_text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-
-def _spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
-
-
-def start_stub(tmp: Path, tokens: int = 16, token_delay_ms: float = 0, port: int | None = None,
-               word: str = "tok") -> ServerProcess:
-    port = port or free_port()
-    log = tmp / f"stub-{port}.log"
-    proc = _spawn(["gateway", "stub-upstream", "--port", str(port), "--tokens", str(tokens),
-                   "--token-delay-ms", str(token_delay_ms), "--word", word], log)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(url + "/health").status_code == 200, 30, "stub upstream", proc, log)
-    return ServerProcess(proc, url, log)
-
-
-def start_gateway(config: dict, tmp: Path, *, ready_tiers: int | None = None, timeout_s: float = 600,
-                  env: dict | None = None) -> ServerProcess:
-    """Run ``python -m gateway serve -c <config>`` and wait until it serves.
-
-    ``ready_tiers``: how many tiers must report ready (default: all in the config).
-    """
-    port = free_port()
-    config = {**config, "server": {**config.get("server", {}), "port": port}}
-    config.setdefault("state_dir", str(tmp / "state"))
-    path = tmp / f"gateway-{port}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = tmp / f"gateway-{port}.log"
-    proc = _spawn(["gateway", "serve", "-c", str(path)], log, env)
-    url = f"http://127.0.0.1:{port}"
-    want = len(config["model_list"]) if ready_tiers is None else ready_tiers
-
-    def ready() -> bool:
-        resp = httpx.get(url + "/health", timeout=5)
-        tiers = resp.json().get("tiers", {}) if resp.headers.get("content-type", "").startswith("application/json") else {}
-        return sum(t["status"] == "ready" for t in tiers.values()) >= want
-
-    wait_until(ready, timeout_s, "gateway", proc, log)
-    return ServerProcess(proc, url, log)
+_spawn = spawn  # older name, still imported by support/stub_modes.py

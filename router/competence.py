@@ -1,0 +1,353 @@
+"""The student's competence index: how far a request lies from what the student was taught.
+
+A distilled student is a specialist. It answers anything, but only requests like its training
+prompts get answers worth having; "What's the weather in Paris?" gets a banking intent. The
+index is a compact model of the student's *input distribution*, fitted on its own training
+prompts and nothing else (no out-of-scope examples, which nobody has for a new student):
+
+* features: TF-IDF of word 1-2-grams and of char 3-5-grams (within word boundaries), each
+  block l2-normalised and scaled by ``1/sqrt(blocks)``, so a dot product is the mean of the
+  blocks' cosine similarities;
+* distance: 1 - the mean cosine similarity to the ``k`` nearest training prompts (0: seen
+  before, 1: shares no n-gram with anything the student saw);
+* threshold: chosen on a validation split carved from the training prompts, as the distance
+  that keeps ``target_acceptance`` of those held-out in-scope prompts. It needs no
+  out-of-scope data, so it works for any student and data set.
+
+It is a scikit-learn-style estimator (parameters only in ``__init__``, learned state ends in
+``_``), torch-free because the gateway runs it on the request path, and saved with skops on
+a trusted-types list plus a content digest (``save_competence`` / ``load_competence``), like
+the router (``router/artifact.py``). ``distance_one`` is the serving path: a dictionary
+look-up per n-gram and one sparse column gather, well under a millisecond for chat-sized
+prompts; text is capped at ``max_chars`` so a huge prompt costs no more than a long one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import skops.io as sio
+from sklearn.base import BaseEstimator
+
+from router.artifact import DIGEST_MEMBER, UntrustedArtifactError, _digest
+from router.features import CompactTfidfVectorizer
+from router.messages import Conversation, content_text
+
+FORMAT = "tierwise-competence"
+FORMAT_VERSION = 1
+FEATURE_SETS = ("word", "char", "word+char")
+MIN_VALIDATION = 10  # held-out prompts needed to place a threshold at all
+_CHUNK = 512  # query rows per sparse product in batch scoring: bounds memory at ~5 M floats
+
+# Types a competence artifact may hold beyond skops' defaults (NumPy, SciPy sparse, sklearn).
+TRUSTED_TYPES: frozenset[str] = frozenset(
+    {"router.competence.CompetenceIndex", "router.features.CompactTfidfVectorizer"}
+)
+
+
+def competence_text(conversation: Conversation, known_prompts: Iterable[str] = (), max_chars: int = 2000) -> str:
+    """The text the index judges: system and user turns, capped.
+
+    Assistant turns are left out: they are the tiers' own words, not the request. A system
+    prompt the student was trained with (``known_prompts``) is dropped as well, because it is
+    part of what the student knows, not part of what the client asks. Past ``max_chars`` the
+    head and the tail are kept (the instructions and the latest turn), so scoring cost is
+    bounded whatever the client sends.
+    """
+    if isinstance(conversation, str):
+        text = conversation
+    else:
+        if isinstance(conversation, Mapping):  # a single message passed by mistake
+            conversation = [conversation]
+        known = {p.strip() for p in known_prompts}
+        parts = []
+        for message in conversation:
+            if str(message.get("role", "user")) not in ("system", "developer", "user"):
+                continue
+            part = content_text(message.get("content")).strip()
+            if part and part not in known:
+                parts.append(part)
+        text = "\n".join(parts)
+    if len(text) > max_chars:
+        half = max_chars // 2
+        text = text[:half] + "\n" + text[-(max_chars - half):]
+    return text
+
+
+class _Block:
+    """One fitted TF-IDF vectorizer as a look-up table, for scoring one text without sklearn overhead."""
+
+    def __init__(self, vectorizer: CompactTfidfVectorizer, offset: int, weight: float) -> None:
+        self.analyzer = vectorizer.build_analyzer()
+        self.vocabulary: dict[str, int] = vectorizer.vocabulary_
+        self.idf = np.asarray(vectorizer.idf_, dtype=np.float64)
+        self.offset = offset
+        self.weight = weight
+
+    def transform(self, text: str) -> tuple[list[int], np.ndarray]:
+        vocab = self.vocabulary
+        pairs = [(vocab[t], c) for t, c in Counter(self.analyzer(text)).items() if t in vocab]
+        if not pairs:
+            return [], np.zeros(0)
+        idx = [i for i, _ in pairs]
+        values = (np.log(np.fromiter((c for _, c in pairs), dtype=np.float64, count=len(pairs))) + 1.0) * self.idf[idx]
+        values *= self.weight / math.sqrt(float(values @ values))
+        return [i + self.offset for i in idx], values
+
+
+class CompetenceIndex(BaseEstimator):
+    """Nearest-neighbour distance of a request to the student's training prompts.
+
+    Parameters
+    ----------
+    features: ``"word"``, ``"char"`` or ``"word+char"`` TF-IDF blocks.
+    k: neighbours averaged; 1 is "the closest prompt", larger k is smoother.
+    target_acceptance: share of held-out in-scope validation prompts the threshold keeps.
+    validation_fraction: share of the training prompts held out to choose the threshold.
+    known_prompts: system prompts the student was trained with (not counted as request text).
+    max_chars: cap on the text scored per request.
+    min_df: an n-gram must occur in this many training prompts to be a feature (keeps the
+        artifact small; rarer n-grams cannot make two prompts close anyway).
+    """
+
+    def __init__(self, features: str = "char", k: int = 5, target_acceptance: float = 0.95,
+                 validation_fraction: float = 0.1, known_prompts: tuple[str, ...] = (), max_chars: int = 2000,
+                 min_df: int = 2, random_state: int = 0) -> None:
+        self.features = features
+        self.k = k
+        self.target_acceptance = target_acceptance
+        self.validation_fraction = validation_fraction
+        self.known_prompts = known_prompts
+        self.max_chars = max_chars
+        self.min_df = min_df
+        self.random_state = random_state
+
+    # -- fitting ----------------------------------------------------------------------
+    def _check_params(self, n: int) -> None:
+        if self.features not in FEATURE_SETS:
+            raise ValueError(f"features must be one of {FEATURE_SETS}, got {self.features!r}")
+        if self.k < 1:
+            raise ValueError("k must be >= 1")
+        if not 0 < self.target_acceptance <= 1:
+            raise ValueError("target_acceptance must be in (0, 1]")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError("validation_fraction must be in (0, 1)")
+        if n - self._n_validation(n) < self.k:
+            raise ValueError(f"{n} training prompts are too few: need {MIN_VALIDATION} for validation "
+                             f"and k={self.k} more to fit")
+
+    def _n_validation(self, n: int) -> int:
+        return max(MIN_VALIDATION, int(round(n * self.validation_fraction)))
+
+    def _vectorizers(self) -> list[CompactTfidfVectorizer]:
+        common = dict(sublinear_tf=True, lowercase=True, dtype=np.float32, min_df=self.min_df)
+        blocks = []
+        if "word" in self.features:
+            blocks.append(CompactTfidfVectorizer(analyzer="word", ngram_range=(1, 2),
+                                                 token_pattern=r"(?u)\b\w+\b", **common))
+        if "char" in self.features:
+            blocks.append(CompactTfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), **common))
+        return blocks
+
+    def _fit_reference(self, texts: list[str]) -> tuple[list[CompactTfidfVectorizer], sp.csc_matrix]:
+        vectorizers = self._vectorizers()
+        # min_df can prune everything on a tiny corpus; then keep every n-gram instead.
+        for v in vectorizers:
+            try:
+                v.fit(texts)
+            except ValueError:
+                v.set_params(min_df=1).fit(texts)
+        reference = self._embed(vectorizers, texts).tocsc()
+        # Rounded to float16 precision here, not only on save, so that a loaded index scores
+        # exactly like the one whose threshold was chosen (half the artifact, <1e-3 error).
+        reference.data = reference.data.astype(np.float16).astype(np.float32)
+        return vectorizers, reference
+
+    @staticmethod
+    def _embed(vectorizers: Sequence[CompactTfidfVectorizer], texts: list[str]) -> sp.csr_matrix:
+        scale = 1.0 / math.sqrt(len(vectorizers))
+        return (sp.hstack([v.transform(texts) for v in vectorizers], format="csr") * scale).astype(np.float32)
+
+    def _distances(self, vectorizers, reference: sp.csc_matrix, texts: list[str]) -> np.ndarray:
+        k = min(self.k, reference.shape[0])
+        out = np.empty(len(texts))
+        reference_t = reference.T.tocsr()
+        for start in range(0, len(texts), _CHUNK):
+            sims = (self._embed(vectorizers, texts[start:start + _CHUNK]) @ reference_t).toarray()
+            top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+            out[start:start + _CHUNK] = 1.0 - top.mean(axis=1)
+        return np.clip(out, 0.0, 1.0)
+
+    def fit(self, X: Sequence[Conversation], y: Any = None) -> "CompetenceIndex":
+        """Fit on the student's training prompts (strings or chat message lists); ``y`` is ignored."""
+        texts = [self._text(x) for x in X]
+        self._check_params(len(texts))
+        rng = np.random.default_rng(self.random_state)
+        order = rng.permutation(len(texts))
+        n_val = self._n_validation(len(texts))
+        val, fit = [texts[i] for i in order[:n_val]], [texts[i] for i in order[n_val:]]
+        vectorizers, reference = self._fit_reference(fit)
+        val_d = self._distances(vectorizers, reference, val)
+        self.validation_distances_ = np.sort(val_d).astype(np.float32)
+        self.threshold_ = self.threshold_for(self.target_acceptance)
+        # The reference is then every training prompt. More neighbours usually bring in-scope
+        # requests closer, so serving accepts about as many as validation did, or more (refitting
+        # also moves the idf weights a little, so this is not a guarantee: measure it).
+        self.vectorizers_, self.reference_ = self._fit_reference(texts)
+        self.n_reference_ = len(texts)
+        self._fast = None
+        return self
+
+    def threshold_for(self, acceptance: float) -> float:
+        """The distance that keeps ``acceptance`` of the held-out in-scope validation prompts.
+
+        "higher" quantile: exactly that share is at or below it, not a point interpolated
+        between two prompts. An operator who wants another trade-off calls this, no refit.
+        """
+        if not hasattr(self, "validation_distances_"):
+            raise ValueError("CompetenceIndex is not fitted")
+        if not 0 < acceptance <= 1:
+            raise ValueError("acceptance must be in (0, 1]")
+        return float(np.quantile(self.validation_distances_, acceptance, method="higher"))
+
+    def validation_acceptance(self, threshold: float | None = None) -> float:
+        """Share of held-out in-scope validation prompts at or below ``threshold`` (default: ``threshold_``)."""
+        t = self.threshold_ if threshold is None else threshold
+        return float(np.mean(self.validation_distances_ <= t))
+
+    def validation_summary(self) -> dict:
+        """What the threshold was chosen on, for cards and metadata."""
+        d = self.validation_distances_
+        return {"n": int(len(d)), "threshold": round(self.threshold_, 6), "acceptance": round(self.validation_acceptance(), 4),
+                "distance_quantiles": {q: round(float(np.quantile(d, float(q))), 4) for q in ("0.5", "0.9", "0.95", "0.99")}}
+
+    # -- scoring ----------------------------------------------------------------------
+    def _text(self, conversation: Conversation) -> str:
+        return competence_text(conversation, self.known_prompts, self.max_chars)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "reference_"):
+            raise ValueError("CompetenceIndex is not fitted; call fit() with the student's training prompts")
+
+    def distance(self, X: Sequence[Conversation]) -> np.ndarray:
+        """Mean cosine distance to the ``k`` nearest training prompts, one per conversation, in [0, 1]."""
+        self._check_fitted()
+        return self._distances(self.vectorizers_, self.reference_, [self._text(x) for x in X])
+
+    def distance_one(self, conversation: Conversation) -> float:
+        """``distance([conversation])[0]`` for one request, without sklearn's per-call overhead."""
+        self._check_fitted()
+        if getattr(self, "_fast", None) is None:
+            self._build_fast_path()
+        text = self._text(conversation)
+        idx: list[int] = []
+        values: list[np.ndarray] = []
+        for block in self._fast:
+            i, v = block.transform(text)
+            idx.extend(i)
+            values.append(v)
+        if not idx:
+            return 1.0
+        sims = self.reference_[:, idx] @ np.concatenate(values)
+        k = min(self.k, sims.shape[0])
+        top = np.partition(sims, sims.shape[0] - k)[-k:]
+        return float(min(1.0, max(0.0, 1.0 - top.mean())))
+
+    def _build_fast_path(self) -> None:
+        offset, weight, blocks = 0, 1.0 / math.sqrt(len(self.vectorizers_)), []
+        for v in self.vectorizers_:
+            blocks.append(_Block(v, offset, weight))
+            offset += len(v.vocabulary_)
+        self._fast = blocks
+
+    def score_samples(self, X: Sequence[Conversation]) -> np.ndarray:
+        """Higher is more typical of the training prompts (sklearn's outlier-detector convention)."""
+        return -self.distance(X)
+
+    def decision_function(self, X: Sequence[Conversation]) -> np.ndarray:
+        """``threshold_ - distance``: >= 0 within the student's competence, < 0 outside it."""
+        return self.threshold_ - self.distance(X)
+
+    def predict(self, X: Sequence[Conversation]) -> np.ndarray:
+        """+1 in scope, -1 out of scope, like sklearn's outlier detectors."""
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_fast", None)  # look-up tables are rebuilt on first use, never saved
+        reference = state.pop("reference_", None)
+        if reference is not None:  # plain arrays in their smallest exact dtypes: ~4 bytes per entry
+            rows = reference.shape[0]
+            state["reference_parts_"] = {
+                "data": reference.data.astype(np.float16),
+                "indices": reference.indices.astype(np.uint16 if rows <= 65536 else np.int32),
+                "indptr": reference.indptr.astype(np.int64), "shape": [int(n) for n in reference.shape]}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        parts = state.pop("reference_parts_", None)
+        if parts is not None:
+            state["reference_"] = sp.csc_matrix(
+                (parts["data"].astype(np.float32), parts["indices"].astype(np.int32), parts["indptr"]),
+                shape=tuple(parts["shape"]))
+        super().__setstate__(state)
+
+
+class CompetenceArtifact(NamedTuple):
+    index: CompetenceIndex
+    metadata: dict
+
+
+def save_competence(index: CompetenceIndex, path: Path | str, metadata: dict | None = None) -> Path:
+    """Write ``index`` as a skops archive with a content digest (see ``router/artifact.py``)."""
+    index._check_fitted()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
+               "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}
+    sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
+    digest = _digest(path)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(DIGEST_MEMBER, digest)
+    return path
+
+
+def load_competence(path: Path | str) -> CompetenceArtifact:
+    """Load a competence index, or raise ``UntrustedArtifactError`` / ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"competence index not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            stored = zf.read(DIGEST_MEMBER).decode().strip() if DIGEST_MEMBER in zf.namelist() else None
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # not a zip, no schema: not ours
+        raise UntrustedArtifactError(f"{path} is not a skops competence index ({exc})") from exc
+    foreign = sorted(set(untrusted) - TRUSTED_TYPES)
+    if foreign:
+        raise UntrustedArtifactError(f"refusing to load {path}: it contains types outside the trusted list: "
+                                     f"{', '.join(foreign)}")
+    if stored is None or stored != _digest(path):
+        raise UntrustedArtifactError(f"refusing to load {path}: "
+                                     + ("no content digest" if stored is None else "contents changed after it was written"))
+    try:
+        payload = sio.load(path, trusted=list(untrusted))
+    except Exception as exc:
+        raise UntrustedArtifactError(f"{path} could not be loaded as a competence index ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UntrustedArtifactError(f"{path} is a skops file but not a {FORMAT} artifact")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise UntrustedArtifactError(f"{path} has format version {payload.get('format_version')}, "
+                                     f"this code reads {FORMAT_VERSION}")
+    if not isinstance(payload.get("index"), CompetenceIndex):
+        raise UntrustedArtifactError(f"{path} does not hold a CompetenceIndex")
+    return CompetenceArtifact(payload["index"], json.loads(payload["metadata_json"]))

@@ -1,0 +1,201 @@
+"""The gateway-only image, built and run for real with podman (marker `containers`).
+
+Builds ``tierwise/gateway`` with scripts/build_images.sh (cached Debian base and wheelhouse:
+seconds when warm) and runs it read-only, as UID 10001, on the host network against the stub
+upstream on this machine, the machine's PostgreSQL (a fresh database per test) and Redis.
+Skips with the reason where podman is missing or cannot run containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import httpx
+import pytest
+
+from podman_support import (GATEWAY_IMAGE, REDIS_URL, build, fresh_database, image_size_bytes, ledger_rows,
+                            podman, require_podman, run_gateway, wait_ready)
+from support.processes import free_port, start_stub
+
+pytestmark = pytest.mark.containers
+ADMIN = "tw-containers-admin-key"
+PRICE = {"input_per_million": 1.0, "output_per_million": 2.0}
+# Guards against regressions, not the issue's targets (deploy/README.md has the figures): the
+# image is ~620 MB against a 400 MB target (missed: litellm, scipy and numpy alone are ~300 MB),
+# and start to ready (target 5 s; skops' import of every scikit-learn estimator module
+# dominates) took 33 s at a load average of 8 and 57 s at 20 on this shared 2-core machine:
+# the bound only catches a hang.
+MAX_IMAGE_MB = 650
+MAX_READY_S = 90
+
+
+def gateway_config(stub_url: str, ledger_url: str, **extra) -> dict:
+    """A url: tier and a litellm: tier (litellm's OpenAI client pointed at the stub), the
+    trained router from the image between them, Postgres ledger, Redis limits, auth on."""
+    return {
+        "model_list": [
+            {"model_name": "teacher", "role": "teacher", "price": PRICE, "url": {"base_url": stub_url + "/v1"}},
+            {"model_name": "hosted", "role": "student", "price": PRICE, "fallbacks": ["teacher"],
+             "litellm": {"model": "openai/stub", "api_base": stub_url + "/v1", "api_key_env": "STUB_KEY"}},
+        ],
+        "router": {"policy": "trained", "artifact": "{project_root}/artifacts/router/support_router.skops",
+                   "threshold": 0.139, "strong_tier": "teacher", "weak_tier": "hosted"},
+        "ledger": {"url": ledger_url},
+        "auth": {"enabled": True, "admin_key_env": "TIERWISE_ADMIN_KEY", "cache_ttl_s": 0.5},
+        "limits": {"redis_url": REDIS_URL},
+        "state_dir": "/var/lib/tierwise",
+        **extra,
+    }
+
+
+ENV = {"TIERWISE_ADMIN_KEY": ADMIN, "STUB_KEY": "sk-stub"}
+
+
+@pytest.fixture(scope="module")
+def gateway_image() -> str:
+    require_podman()
+    seconds = build("gateway", timeout_s=1500)
+    print(f"\nscripts/build_images.sh gateway: {seconds:.1f} s")
+    return GATEWAY_IMAGE
+
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory):
+    server = start_stub(tmp_path_factory.mktemp("stub"), tokens=8)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_stub(tmp_path_factory):
+    """Each answer takes 16 x 100 ms: requests are still in flight when SIGTERM arrives."""
+    server = start_stub(tmp_path_factory.mktemp("slow-stub"), tokens=16, token_delay_ms=100)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def containers():
+    started = []
+    yield started
+    for c in started:
+        c.remove()
+
+
+def chat(url: str, key: str, model: str, content: str = "how do I reset my card pin?") -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=30,
+                      json={"model": model, "messages": [{"role": "user", "content": content}]})
+
+
+def create_key(url: str, **fields) -> str:
+    resp = httpx.post(url + "/v1/keys", json={"name": "containers", **fields},
+                      headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
+    assert resp.status_code in (200, 201), resp.text
+    return resp.json()["key"]
+
+
+def test_gateway_image_is_small_non_root_and_has_no_torch(gateway_image):
+    size_mb = image_size_bytes(gateway_image) / 1e6
+    print(f"\n{gateway_image}: {size_mb:.0f} MB")
+    assert size_mb <= MAX_IMAGE_MB
+    probe = podman("run", "--rm", "--read-only", gateway_image, "python", "-c",
+                   "import os, importlib.util as u; print(os.getuid(), [m for m in ('torch', 'vllm', 'transformers')"
+                   " if u.find_spec(m)])")
+    assert probe.stdout.split() == ["10001", "[]"], probe.stdout
+
+
+def test_serves_health_and_chat_read_only(gateway_image, stub, tmp_path, containers):
+    with fresh_database() as db:
+        port = free_port()
+        gw = run_gateway(gateway_config(stub.url, db), tmp_path, port, ENV)
+        containers.append(gw)
+        ready_s = wait_ready(gw, tiers=2, timeout_s=120)
+        print(f"\ncontainer start to ready: {ready_s:.2f} s")
+        assert ready_s <= MAX_READY_S
+        health = httpx.get(gw.url + "/health").json()
+        assert {t: s["status"] for t, s in health["tiers"].items()} == {"teacher": "ready", "hosted": "ready"}
+
+        assert chat(gw.url, "wrong-key", "teacher").status_code == 401
+        key = create_key(gw.url)
+        for model in ("teacher", "hosted", "auto"):
+            resp = chat(gw.url, key, model)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["choices"][0]["message"]["content"] == " ".join(["tok"] * 8)
+        # Bad input is an OpenAI-style 4xx from the container too.
+        bad = httpx.post(gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                         content=b"{not json", timeout=10)
+        assert bad.status_code == 400 and "error" in bad.json()
+
+        assert gw.exec("touch", "/app/written").returncode != 0  # read-only root file system
+        assert gw.terminate() == 0  # SIGTERM through tini: a clean exit
+        rows = ledger_rows(db)
+        answered = [r for r in rows if r["http_status"] == 200]
+        assert len(answered) == 3 and {"teacher", "hosted"} <= {r["tier"] for r in answered}
+        assert len({r["request_id"] for r in rows}) == len(rows)
+
+
+async def _hammer(urls: list[str], key: str, total: int, concurrency: int) -> list[int]:
+    statuses: list[int] = []
+    todo = list(range(total))
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {key}"}) as session:
+        async def worker() -> None:
+            while todo:
+                i = todo.pop()
+                async with session.post(urls[i % len(urls)] + "/v1/chat/completions", json={
+                        "model": "teacher", "messages": [{"role": "user", "content": f"balance {i}"}]}) as resp:
+                    await resp.read()
+                    statuses.append(resp.status)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+def test_two_containers_book_every_request_once_and_share_one_limit(gateway_image, stub, tmp_path, containers):
+    total, rpm = 300, 120
+    with fresh_database() as db:
+        config = gateway_config(stub.url, db)
+        a = run_gateway(config, tmp_path, free_port(), ENV)
+        containers.append(a)
+        wait_ready(a, tiers=2, timeout_s=120)  # the first creates the schema; then the second
+        b = run_gateway(config, tmp_path, free_port(), ENV)
+        containers.append(b)
+        wait_ready(b, tiers=2, timeout_s=120)
+        key = create_key(a.url, rpm=rpm)
+        if 60 - time.time() % 60 < 15:  # keep the burst inside one rate-limit minute
+            time.sleep(60 - time.time() % 60 + 0.5)
+        start = time.monotonic()
+        statuses = asyncio.run(_hammer([a.url, b.url], key, total, 32))
+        print(f"\n{total} requests over two containers in {time.monotonic() - start:.1f} s")
+        assert a.terminate() == 0 and b.terminate() == 0
+        rows = ledger_rows(db)
+    assert statuses.count(200) == rpm and statuses.count(429) == total - rpm  # one limit in Redis
+    assert len(rows) == total and len({r["request_id"] for r in rows}) == total
+    assert sum(r["http_status"] == 200 for r in rows) == rpm
+
+
+def test_sigterm_drains_in_flight_requests_into_the_ledger(gateway_image, slow_stub, tmp_path, containers):
+    in_flight = 12
+    with fresh_database() as db:
+        gw = run_gateway(gateway_config(slow_stub.url, db), tmp_path, free_port(), ENV)
+        containers.append(gw)
+        wait_ready(gw, tiers=2, timeout_s=120)
+        key = create_key(gw.url)
+
+        async def scenario() -> tuple[list[int], int]:
+            async with aiohttp.ClientSession(headers={"authorization": f"Bearer {key}"}) as session:
+                async def one(i: int) -> int:
+                    async with session.post(gw.url + "/v1/chat/completions", json={
+                            "model": "teacher", "messages": [{"role": "user", "content": f"q {i}"}]}) as resp:
+                        await resp.read()
+                        return resp.status
+                tasks = [asyncio.create_task(one(i)) for i in range(in_flight)]
+                await asyncio.sleep(0.5)  # all sent, none answered yet (each takes 1.6 s)
+                code = await asyncio.to_thread(gw.terminate)
+                return list(await asyncio.gather(*tasks)), code
+
+        statuses, exit_code = asyncio.run(scenario())
+        rows = ledger_rows(db)
+    assert statuses == [200] * in_flight
+    assert exit_code == 0
+    assert len(rows) == in_flight and {r["http_status"] for r in rows} == {200}
