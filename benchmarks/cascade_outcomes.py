@@ -14,7 +14,7 @@ Caveat (also in the artifact card): the shipped student and teacher were trained
 Banking77 train (sequence-level KD on the teacher's generations), so agreement measured here is
 optimistic compared with unseen traffic.
 
-    python -m benchmarks.cascade_outcomes --n 800            # ~10-25 min on 2 busy cores
+    python -m benchmarks.cascade_outcomes --n 800    # 31 min on 2 cores at load 12-20 (11 of them vLLM start-up)
     -> benchmarks/results/cascade_outcomes_validation.jsonl   (one JSON object per prompt)
 
 Rows are appended as they finish, so an interrupted run keeps what it measured (``--resume``).
@@ -74,12 +74,13 @@ async def ask(client: httpx.AsyncClient, url: str, model: str, text: str, max_to
     r.raise_for_status()
     data = r.json()
     choice = data["choices"][0]
-    out = {"text": choice["message"]["content"] or "", "latency_ms": (time.perf_counter() - started) * 1000,
-           "usage": data.get("usage")}
-    if logprobs:
-        out["logprobs"] = [{"token": t["token"], "logprob": t["logprob"],
-                            "top_logprobs": [{"token": a["token"], "logprob": a["logprob"]}
-                                             for a in t.get("top_logprobs") or []]}
+    usage = data.get("usage") or {}
+    out = {"text": choice["message"]["content"] or "", "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+           "usage": {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens") if k in usage}}
+    if logprobs:  # kept small: 4 decimals, the top-2 alternatives (all the margin feature reads)
+        out["logprobs"] = [{"token": t["token"], "logprob": round(t["logprob"], 4),
+                            "top_logprobs": [{"token": a["token"], "logprob": round(a["logprob"], 4)}
+                                             for a in (t.get("top_logprobs") or [])[:2]]}
                            for t in (choice.get("logprobs") or {}).get("content") or []]
     return out
 
@@ -105,7 +106,7 @@ async def run(rows: list[dict], urls: dict[str, str], out: Path, concurrency: in
                           "student_correct": s_intent == row["category"],
                           "teacher_correct": t_intent == row["category"]}
                 with open(out, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+                    f.write(json.dumps(record, separators=(",", ":")) + "\n")
                 done += 1
                 if done % 50 == 0:
                     log(f"{done}/{len(rows)} prompts")

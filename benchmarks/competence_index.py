@@ -140,7 +140,7 @@ def default_chain(sets: dict[str, list[str]]) -> dict:
     what ``make serve`` routes; the router alone (the gate's inner policy) is the baseline.
     """
     from gateway.config import load_config
-    from gateway.routing.policy import build_policy
+    from gateway.routing.build import build_policy
 
     chain = build_policy(load_config(None).router)
     out: dict = {"policy": chain.name}

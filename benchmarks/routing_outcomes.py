@@ -157,3 +157,28 @@ def load_outcomes(folder: Path) -> dict[tuple[str, str], dict]:
         if "error" not in rec:
             out[(rec["tier"], rec["id"])] = rec
     return out
+
+
+async def throughput(url: str, models: list[str], streams: int = 8, requests: int = 16, rounds: int = 2) -> dict:
+    """Generated tokens/s of each model name on one server, rounds interleaved (a shared machine's load
+    drifts): the price of serving the teacher as an adapter next to the base rather than merged."""
+    body = {"messages": [{"role": "user", "content": "Write a short paragraph about saving money."}],
+            "max_tokens": 64, "temperature": 0.0, "ignore_eos": True}
+    totals = {m: [0, 0.0] for m in models}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as session:
+        async def one(model: str) -> int:
+            async with session.post(f"{url}/chat/completions", json={**body, "model": model}) as resp:
+                return (await resp.json())["usage"]["completion_tokens"]
+
+        for _ in range(rounds):
+            for model in models:
+                sem = asyncio.Semaphore(streams)
+
+                async def bounded() -> int:
+                    async with sem:
+                        return await one(model)
+                started = time.perf_counter()
+                tokens = sum(await asyncio.gather(*(bounded() for _ in range(requests))))
+                totals[model][0] += tokens
+                totals[model][1] += time.perf_counter() - started
+    return {m: {"tokens_per_s": round(t / s, 2), "tokens": t, "streams": streams} for m, (t, s) in totals.items()}

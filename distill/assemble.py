@@ -175,7 +175,7 @@ class AssembleReport:
 
 
 def assemble(cache: Path, artifacts: Path = DEFAULT_ARTIFACTS, verify: bool = True) -> AssembleReport:
-    """Build ``cache/base-teacher``, ``cache/teacher`` and (if shipped) ``cache/student``.
+    """Build ``cache/base-teacher``, ``cache/teacher`` (+ ``cache/teacher-adapter``) and (if shipped) ``cache/student``.
 
     Without shipped weights, ``teacher`` is the plain packaged base. With them, ``teacher``
     is the base + merged LoRA adapter and ``student`` the distilled student.
@@ -214,6 +214,18 @@ def assemble(cache: Path, artifacts: Path = DEFAULT_ARTIFACTS, verify: bool = Tr
             adapter = Path(artifacts) / t_entry["adapter_dir"]
             build_merged_teacher(base, adapter, teacher, digest)
             rep.built["teacher"] = "built (base + LoRA adapter)"
+        # The adapter itself, for a vLLM process serving base + adapter (gateway/defaults.yaml:
+        # `flagship` with `lora_modules: {teacher: .../teacher-adapter}`).
+        adapter_out = cache / "teacher-adapter"
+        if _up_to_date(adapter_out, digest):
+            rep.built["teacher-adapter"] = "up to date"
+        else:
+            with atomic_dir(adapter_out) as tmp:
+                for name in ("adapter_config.json", "adapter_model.safetensors"):
+                    shutil.copy2(Path(artifacts) / t_entry["adapter_dir"] / name, tmp / name)
+                write_marker(tmp, kind="teacher-adapter", entry_sha256=digest)
+            rep.built["teacher-adapter"] = "built (LoRA adapter, hash-checked)"
+        rep.dirs["teacher-adapter"] = adapter_out
     rep.dirs["teacher"] = teacher
 
     s_entry = tiers.get("student")

@@ -33,7 +33,7 @@ from gateway.ledger.schema import make_engine
 from gateway.ledger.writer import LedgerWriter
 from gateway.limits import build_limiter
 from gateway.metrics import GatewayMetrics
-from gateway.routing.policy import build_policy
+from gateway.routing.build import build_policy
 from gateway.shadow.sampler import ShadowSampler
 from gateway.state import GatewayState
 from gateway.tiers.registry import TierRegistry

@@ -136,6 +136,22 @@ class CompetenceGateConfig(_Strict):
     tier: str | None = Field(default=None, description="where out-of-scope requests go; default: the router's strong_tier")
 
 
+class CascadeConfig(_Strict):
+    """Ask the student first and keep its answer only when it is confident (``gateway/routing/cascade.py``).
+
+    Applies to requests the policy in front sends to ``weak_tier`` (with ``policy: cascade``,
+    every request the competence gate lets through). The confidence model is written by
+    ``python -m router calibrate-cascade`` and hash-checked on load; a missing one stops the
+    start-up (a blind cascade is not what was configured).
+    """
+
+    artifact: str = Field(default_factory=lambda: str(PROJECT_ROOT / "artifacts" / "router" / "cascade_confidence.skops"))
+    threshold: float | None = Field(default=None, ge=0, le=1, description="override the model's threshold "
+                                    "(chosen for a quality target on validation outcomes)")
+    decision_tokens: int = Field(default=16, ge=1, le=256, description="most student tokens held back before "
+                                 "deciding (the decision comes earlier at the end of the first line)")
+
+
 class RouterConfig(_Strict):
     """How ``model: "auto"`` picks a tier.
 
@@ -146,7 +162,7 @@ class RouterConfig(_Strict):
     from ``router.defaults``, which ``python -m router score`` reads too.
     """
 
-    policy: Literal["trained", "fixed"] = "trained"
+    policy: Literal["trained", "fixed", "cascade"] = "trained"
     artifact: str | None = Field(default_factory=lambda: str(DEFAULT_ARTIFACT))
     threshold: float | None = Field(default=None, ge=0, le=1, description="override the artifact's threshold "
                                     "(default artifact: router.defaults.DEFAULT_THRESHOLD)")
@@ -154,9 +170,13 @@ class RouterConfig(_Strict):
     weak_tier: str = "student"
     default_tier: str | None = Field(default=None, description="for policy fixed; default: strong_tier")
     competence: CompetenceGateConfig | None = Field(default=None, description="gate in front of the policy")
+    cascade: CascadeConfig | None = Field(default=None, description="behind the policy: its weak-tier decisions "
+                                          "ask the student first (policy cascade: every in-scope request)")
 
     @model_validator(mode="after")
     def _default_threshold(self) -> RouterConfig:
+        if self.policy == "cascade" and self.cascade is None:
+            self.cascade = CascadeConfig()
         if self.threshold is None and self.artifact:
             self.threshold = default_threshold_for(self.artifact)
         return self

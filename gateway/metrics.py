@@ -40,6 +40,11 @@ class GatewayMetrics:
         self.auth_failures = Counter("tierwise_auth_failures", "Requests refused with 401 (not booked in the "
                                      "ledger, so that a wrong-key flood does not write to it)",
                                      registry=self.registry)
+        self.cascade_escalations = Counter("tierwise_cascade_escalations", "Cascaded requests the teacher "
+                                           "answered (student unsure, or failed before deciding)",
+                                           registry=self.registry)
+        self.cascade_accepted = Counter("tierwise_cascade_accepted", "Cascaded requests the student answered",
+                                        registry=self.registry)
         self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger",
                                     registry=self.registry)
 
@@ -58,3 +63,5 @@ class GatewayMetrics:
             self.ttft.labels(tier).observe(row["ttft_ms"] / 1000)
         if row.get("route_score") is not None:
             self.route_score.observe(row["route_score"])
+        if row.get("escalated") is not None:
+            (self.cascade_escalations if row["escalated"] else self.cascade_accepted).inc()

@@ -157,5 +157,22 @@ def score(
     print(json.dumps({"score": round(s, 6), "threshold": round(cut, 6), "tier": tier, "model": str(model)}))
 
 
+@app.command("calibrate-cascade")
+def calibrate_cascade(
+    outcomes: Annotated[Path, typer.Option("--outcomes", help="JSONL from benchmarks/cascade_outcomes.py "
+                                           "(student logprobs + agreement with the teacher)")],
+    out: Annotated[Path, typer.Option("--out", help="where to write the confidence model (.skops)")] =
+        Path("artifacts/router/cascade_confidence.skops"),
+    quality: Annotated[float, typer.Option(help="cascade quality target: share of final answers agreeing "
+                                           "with the teacher on the out-of-fold validation rows")] = 0.98,
+) -> None:
+    """Fit the cascade's confidence model on student/teacher outcomes; threshold for a quality target."""
+    from router.cascade_calibration import calibrate
+
+    card = calibrate(outcomes, out, quality)
+    console.print(f"[green]wrote[/green] {out}")
+    print(json.dumps({k: card[k] for k in ("n", "agreement", "oof_roc_auc", "threshold", "operating_point")}))
+
+
 def main() -> None:
     app()

@@ -96,7 +96,62 @@ def logprob_features(tokens: Sequence[Mapping[str, Any]], max_tokens: int = DECI
                     dtype=np.float64)
 
 
-class CascadeConfidence(ClassifierMixin, BaseEstimator):
+class QualityOperatingPoints:
+    """Thresholds on stored out-of-fold P(agree) (``validation_proba_``, ``validation_labels_``).
+
+    Shared by the cascade's confidence model and the router on our own outcomes
+    (``router/outcome_router.py``): both say P(the student's answer agrees with the teacher's).
+    """
+
+    validation_proba_: np.ndarray
+    validation_labels_: np.ndarray
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "validation_proba_"):
+            raise ValueError(f"{type(self).__name__} is not fitted")
+
+    def operating_point(self, threshold: float) -> dict:
+        """Out-of-fold student share, cascade quality and accepted-set agreement at ``threshold``."""
+        self._check_fitted()
+        p, y = self.validation_proba_, self.validation_labels_
+        accepted = p >= threshold
+        wrong_kept = int(np.sum(accepted & (y == 0)))
+        return {"threshold": float(threshold), "student_share": float(accepted.mean()),
+                "quality": 1.0 - wrong_kept / len(y),
+                "accepted_agreement": float(y[accepted].mean()) if accepted.any() else 1.0}
+
+    def threshold_for(self, quality: float | None = None, *, student_share: float | None = None) -> float:
+        """The lowest threshold meeting ``quality`` (cascade agreement) or keeping ``student_share`` on the student.
+
+        Candidates are the out-of-fold probabilities themselves (and 1.0 + eps, which keeps
+        nothing: quality 1 by construction), so the answer is exact on the validation rows.
+        """
+        self._check_fitted()
+        if (quality is None) == (student_share is None):
+            raise ValueError("give exactly one of quality= or student_share=")
+        target = quality if quality is not None else student_share
+        if not 0.0 <= float(target) <= 1.0:
+            raise ValueError(f"target must be in [0, 1]; got {target}")
+        p, y = self.validation_proba_, self.validation_labels_
+        if student_share is not None:
+            if student_share <= 0:
+                return float(np.nextafter(1.0, 2.0))
+            return float(np.quantile(p, 1.0 - student_share, method="lower"))
+        order = np.argsort(-p)  # accepting the k most confident rows
+        wrong_kept = np.concatenate([[0], np.cumsum(y[order] == 0)])
+        ok = np.nonzero(1.0 - wrong_kept / len(y) >= quality)[0]
+        k = int(ok.max())  # quality is non-increasing in k; k = 0 always meets it
+        if k == 0:
+            return float(np.nextafter(1.0, 2.0))
+        threshold = float(p[order[k - 1]])
+        # ties: accepting everything at this probability may keep more wrong rows than counted
+        while self.operating_point(threshold)["quality"] < quality and k > 0:
+            k -= 1
+            threshold = float(p[order[k - 1]]) if k else float(np.nextafter(1.0, 2.0))
+        return threshold
+
+
+class CascadeConfidence(QualityOperatingPoints, ClassifierMixin, BaseEstimator):
     """Calibrated P(student agrees with teacher) from :func:`logprob_features` rows.
 
     ``fit(features, labels)``: labels 1 = the student's first line (intent) equals the teacher's.
@@ -143,50 +198,6 @@ class CascadeConfidence(ClassifierMixin, BaseEstimator):
         """P(agree) of one answer from its logprob entries: the serving path."""
         return float(self.predict_proba(logprob_features(tokens)[None, :])[0, 1])
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "pipeline_"):
-            raise ValueError("CascadeConfidence is not fitted")
-
-    # -- operating points ------------------------------------------------------------
-    def operating_point(self, threshold: float) -> dict:
-        """Out-of-fold student share, cascade quality and accepted-set agreement at ``threshold``."""
-        self._check_fitted()
-        p, y = self.validation_proba_, self.validation_labels_
-        accepted = p >= threshold
-        wrong_kept = int(np.sum(accepted & (y == 0)))
-        return {"threshold": float(threshold), "student_share": float(accepted.mean()),
-                "quality": 1.0 - wrong_kept / len(y),
-                "accepted_agreement": float(y[accepted].mean()) if accepted.any() else 1.0}
-
-    def threshold_for(self, quality: float | None = None, *, student_share: float | None = None) -> float:
-        """The lowest threshold meeting ``quality`` (cascade agreement) or keeping ``student_share`` on the student.
-
-        Candidates are the out-of-fold probabilities themselves (and 1.0 + eps, which keeps
-        nothing: quality 1 by construction), so the answer is exact on the validation rows.
-        """
-        self._check_fitted()
-        if (quality is None) == (student_share is None):
-            raise ValueError("give exactly one of quality= or student_share=")
-        target = quality if quality is not None else student_share
-        if not 0.0 <= float(target) <= 1.0:
-            raise ValueError(f"target must be in [0, 1]; got {target}")
-        p, y = self.validation_proba_, self.validation_labels_
-        if student_share is not None:
-            if student_share <= 0:
-                return float(np.nextafter(1.0, 2.0))
-            return float(np.quantile(p, 1.0 - student_share, method="lower"))
-        order = np.argsort(-p)  # accepting the k most confident rows
-        wrong_kept = np.concatenate([[0], np.cumsum(y[order] == 0)])
-        ok = np.nonzero(1.0 - wrong_kept / len(y) >= quality)[0]
-        k = int(ok.max())  # quality is non-increasing in k; k = 0 always meets it
-        if k == 0:
-            return float(np.nextafter(1.0, 2.0))
-        threshold = float(p[order[k - 1]])
-        # ties: accepting everything at this probability may keep more wrong rows than counted
-        while self.operating_point(threshold)["quality"] < quality and k > 0:
-            k -= 1
-            threshold = float(p[order[k - 1]]) if k else float(np.nextafter(1.0, 2.0))
-        return threshold
 
 
 class ConfidenceArtifact(NamedTuple):

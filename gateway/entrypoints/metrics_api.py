@@ -4,7 +4,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.state import GatewayState, get_state
+from gateway.entrypoints.dependencies import get_state
+from gateway.state import GatewayState
 
 router = APIRouter()
 

@@ -11,14 +11,10 @@ a 503 before anything else and only counted in the metrics, since their rows cou
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
@@ -30,71 +26,19 @@ from gateway.entrypoints.body import read_json_object
 from gateway.entrypoints.protocol_common import SamplingRequest
 from gateway.errors import (CLIENT_CLOSED_REQUEST, GatewayError, database_unavailable, from_validation_error,
                             internal_error, model_not_found, tier_unavailable, unhandled_errors)
-from gateway.limits.reservations import Reservation, max_request_cost
+from gateway.limits.reservations import max_request_cost
+from gateway.routing.cascade import cascade_columns, plan_cascade
 from gateway.routing.policy import RouteDecision, bounded_messages
 from gateway.state import GatewayState
 from gateway.tiers.base import Endpoint, Tier, UpstreamError, UpstreamReply
 from gateway.tiers.stream_usage import RelayedTokens, estimate_prompt_tokens
+from gateway.entrypoints.engine.streaming import inspect_chunk
+from gateway.ledger.booking import RequestRecord
 
 log = logging.getLogger("gateway.requests")
 
 AUTO = "auto"
 DONE_EVENT = b"data: [DONE]\n\n"
-
-# Request ids: a random per-process prefix and a counter. Unique across replicas and
-# restarts, and without a urandom syscall per request (uuid4 showed in profiles).
-_ID_PREFIX = "req-" + os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
-
-
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
-
-
-@dataclass
-class RequestRecord:
-    """What the ledger learns about one request, filled in as it goes."""
-
-    endpoint: str
-    key: ApiKey | None = None
-    started: float = field(default_factory=time.perf_counter)
-    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
-    request_id: str = field(default_factory=new_request_id)
-    requested_model: str = ""
-    tier: str | None = None
-    fallback_from: str | None = None
-    attempts: int = 0
-    decision: RouteDecision | None = None
-    stream: bool = False
-    user: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_source: str | None = None  # 'upstream': the tier said; 'counted': the relay estimated
-    ttft_ms: float | None = None
-    status: str = "ok"
-    http_status: int = 200
-    error: str | None = None
-    reservation: Reservation | None = None  # the key's budget hold, released when the row is booked
-    prompt: str | None = None
-    texts: list[str] | None = None  # the answer's text, kept when storing content or shadowing
-    shadow_body: dict | None = None  # the request, kept when this answer is a shadow sample
-
-    def fail(self, exc: GatewayError | UpstreamError, status: str = "error") -> None:
-        self.status, self.http_status, self.error = status, exc.status_code, exc.message
-
-    def take_usage(self, usage: dict | None) -> None:
-        if usage:
-            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens = int(usage.get("completion_tokens") or 0)
-            self.usage_source = "upstream"
-
-    def take_counted(self, relayed: RelayedTokens, body: dict) -> None:
-        """Book what the relay counted, unless the tier reported usage (which is exact)."""
-        if self.usage_source is None and relayed.content_chunks:
-            self.prompt_tokens = estimate_prompt_tokens(body)
-            self.completion_tokens = relayed.completion_tokens
-            self.usage_source = "counted"
-
 
 class SamplingProxy:
     def __init__(self, endpoint: Endpoint, request_model: type[SamplingRequest]) -> None:
@@ -204,7 +148,11 @@ class SamplingProxy:
         if not candidates:
             detail = chosen.status.value + (" (circuit open)" if chosen.breaker.is_open else "")
             raise tier_unavailable(chosen.name, detail + (f": {chosen.detail}" if chosen.detail else ""))
-        if candidates[0] is not chosen:
+        if parsed.model == AUTO:
+            candidates = plan_cascade(record.decision, {"n": getattr(parsed, "n", 1)}, candidates,
+                                      state.tiers.resolve(state.config.router.strong_tier))
+            record.cascade = getattr(candidates[0], "outcome", None)
+        if candidates[0].name != chosen.name:
             self._note_fallback(record, chosen.name, candidates[0].name, "not available")
         return candidates
 
@@ -235,6 +183,7 @@ class SamplingProxy:
                 self._failed(tier, exc, tiers[i + 1:], record)
                 continue
             tier.breaker.success()
+            record.tier = tier.name
             return reply
         raise AssertionError("unreachable: the last failure re-raises")
 
@@ -254,6 +203,7 @@ class SamplingProxy:
                 exc = err
             else:
                 tier.breaker.success()
+                record.tier = tier.name
                 relay = self._relay(first, events, body, parsed, record, state,
                                     gateway_asked_continuous=bool(options.get("continuous_usage_stats"))
                                     and not (body.get("stream_options") or {}).get("continuous_usage_stats"))
@@ -281,16 +231,16 @@ class SamplingProxy:
                 if event.strip().replace(b" ", b"") == b"data:[DONE]":
                     break
                 if b'"usage"' in event or record.texts is not None or record.usage_source is None:
-                    event = _inspect_chunk(event, record, wants_final, gateway_asked_continuous, relayed)
+                    event = inspect_chunk(event, record, wants_final, gateway_asked_continuous, relayed)
                 if event is not None:
                     yield event
                 event = await anext(events, None)
-            record.take_counted(relayed, body)
+            record.take_counted(relayed, lambda: estimate_prompt_tokens(body))
             await self._finish(record, state)
             finished = True
             yield DONE_EVENT
         except UpstreamError as exc:
-            record.take_counted(relayed, body)
+            record.take_counted(relayed, lambda: estimate_prompt_tokens(body))
             record.fail(exc)
             await self._finish(record, state)
             finished = True
@@ -301,7 +251,7 @@ class SamplingProxy:
         finally:
             await events.aclose()
             if not finished:
-                record.take_counted(relayed, body)
+                record.take_counted(relayed, lambda: estimate_prompt_tokens(body))
                 self._finish_nowait(record, state)
 
     # -- booking -----------------------------------------------------------------------
@@ -348,6 +298,9 @@ class SamplingProxy:
             "prompt": record.prompt,
             "completion": "".join(record.texts) if record.texts is not None and record.prompt is not None else None,
         }
+        extra = cascade_columns(record.cascade, lambda t, p, c: state.pricing.costs(t, p, c)[0])
+        row.update(extra)
+        row["cost"] += extra["extra_cost"] or 0.0
         committed = state.ledger.record(row)
         state.metrics.observe(row)
         if record.shadow_body is not None and record.status == "ok" and record.tier:
@@ -371,36 +324,6 @@ class SamplingProxy:
                 if not state.ledger.failing:  # an outage is logged by the ledger, at most every 10 s
                     log.warning("request %s answered before its ledger row was committed (still queued)",
                                 record.request_id)
-
-
-def _inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip_running_usage: bool,
-                   relayed: RelayedTokens) -> bytes | None:
-    """Read usage (and, when storing content, text) from one SSE event; return what to forward.
-
-    ``strip_running_usage``: the gateway (not the client) asked for usage on every chunk.
-    ``relayed`` counts the event's text while the tier has reported no usage.
-    """
-    payload = event.strip().removeprefix(b"data:").strip()
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return event
-    if not isinstance(data, dict):
-        return event
-    if record.texts is not None:
-        record.texts.append(choice_text(data, "delta"))
-    usage = data.get("usage")
-    if not usage:
-        if record.usage_source is None:
-            relayed.count(data)
-        return event
-    record.take_usage(usage)
-    if not data.get("choices"):  # the usage-only final chunk
-        return event if wants_final else None
-    if wants_final and not strip_running_usage:  # some providers put the final usage on the last choice chunk
-        return event
-    del data["usage"]
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
 def _log_settle_error(task: asyncio.Future) -> None:

@@ -7,7 +7,32 @@ the teacher tier, which is what "savings" is measured against.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from gateway.config import GatewayConfig, TierConfig
+
+# litellm fetches its cost map from the network at import unless told not to; the copy in
+# the package is what a gateway with no egress must use.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def _litellm() -> Any:
+    """litellm, imported on first use: the import takes seconds and only litellm-priced tiers need it."""
+    import litellm
+
+    return litellm
+
+
+def cost_from_map(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """litellm's list price for these tokens, or None if the model is not in its map."""
+    try:
+        prompt_cost, completion_cost = _litellm().cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+    except Exception:  # litellm raises bare Exceptions for unknown models
+        return None
+    return float(prompt_cost + completion_cost)
 
 
 class Pricing:
@@ -19,8 +44,6 @@ class Pricing:
         if tier.price is not None:
             return tier.price.cost(prompt_tokens, completion_tokens)
         assert tier.litellm is not None  # the config guarantees a price otherwise
-        from gateway.tiers.litellm_provider import cost_from_map
-
         return cost_from_map(tier.litellm.model, prompt_tokens, completion_tokens) or 0.0
 
     def costs(self, tier_name: str | None, prompt_tokens: int, completion_tokens: int) -> tuple[float, float]:

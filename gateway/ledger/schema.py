@@ -62,6 +62,13 @@ requests_table = Table(
     Column("user", String(256)),
     Column("prompt", Text),
     Column("completion", Text),
+    # The cascade (gateway/routing/cascade.py): the student's confidence, whether the teacher
+    # answered instead, and the rejected student attempt (real compute, included in ``cost``).
+    Column("cascade_confidence", Float),
+    Column("escalated", Boolean),
+    Column("extra_prompt_tokens", Integer),
+    Column("extra_completion_tokens", Integer),
+    Column("extra_cost", Float),
 )
 
 
@@ -190,7 +197,9 @@ def _engine(url: str) -> Engine:
 
 # Columns added after the first release, with their DDL type. ``create_all`` leaves an existing
 # table alone, so an old ledger gets them here (Alembic migrations are issue #13's business).
-_ADDED_COLUMNS = {"ledger_requests": {"usage_source": "VARCHAR(16)"}}
+_ADDED_COLUMNS = {"ledger_requests": {"usage_source": "VARCHAR(16)", "cascade_confidence": "FLOAT",
+                                       "escalated": "BOOLEAN", "extra_prompt_tokens": "INTEGER",
+                                       "extra_completion_tokens": "INTEGER", "extra_cost": "FLOAT"}}
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
-from gateway.config import RouterConfig
 
 log = logging.getLogger("gateway.routing")
 
@@ -24,6 +22,10 @@ class RouteDecision:
     score: float | None = None
     threshold: float | None = None
     policy: str = "fixed"
+    # A ``gateway.routing.cascade.Cascade`` when the student should answer through the cascade:
+    # the serving code then runs it instead of the tier alone. Typed loosely so this module,
+    # which the cascade imports, does not import the cascade back.
+    cascade: object | None = None
 
 
 class Scorer(Protocol):
@@ -109,33 +111,3 @@ class ThresholdPolicy:
         threshold = min(1.0, max(0.0, self.threshold + self.shift))
         tier = self.strong_tier if score >= threshold else self.weak_tier
         return RouteDecision(tier=tier, score=score, threshold=threshold, policy=self.name)
-
-
-def build_policy(config: RouterConfig) -> RoutingPolicy:
-    """The configured router policy, behind the student's competence gate if one is configured."""
-    from gateway.routing.competence_gate import with_competence_gate  # it imports this module
-
-    return with_competence_gate(_router_policy(config), config)
-
-
-def _router_policy(config: RouterConfig) -> RoutingPolicy:
-    """The trained or fixed policy; a missing artifact degrades to FixedPolicy, loudly.
-
-    An artifact that exists but is refused (tampered, foreign types) stops the start-up: an
-    operator who configured a router should not silently get another one.
-    """
-    fixed = FixedPolicy(config.default_tier or config.strong_tier)
-    if config.policy == "fixed":
-        log.info("routing policy: fixed, every `auto` request goes to tier %s", fixed.tier)
-        return fixed
-    if not config.artifact or not Path(config.artifact).exists():
-        log.warning("routing policy: no trained router at %s; every `auto` request goes to tier %s",
-                    config.artifact, fixed.tier)
-        return fixed
-    from router import load_router
-
-    scorer = load_router(config.artifact)
-    policy = ThresholdPolicy(scorer, config.strong_tier, config.weak_tier, config.threshold)
-    log.info("routing policy: trained router %s, threshold %.3f (>= goes to %s, else %s)",
-             config.artifact, policy.threshold, config.strong_tier, config.weak_tier)
-    return policy

@@ -27,17 +27,6 @@ def _litellm() -> Any:
     return litellm
 
 
-def cost_from_map(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """litellm's list price for these tokens, or None if the model is not in its map."""
-    try:
-        prompt_cost, completion_cost = _litellm().cost_per_token(
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-        )
-    except Exception:  # litellm raises bare Exceptions for unknown models
-        return None
-    return float(prompt_cost + completion_cost)
-
-
 def _as_upstream_error(exc: Exception) -> UpstreamError:
     """litellm maps provider errors to exceptions carrying ``status_code``; keep the client's 4xx,
     make everything else a 502 (the tier's fault, which counts against its circuit)."""

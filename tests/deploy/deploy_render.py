@@ -207,6 +207,17 @@ def command_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def served_names(args: list[str]) -> set[str]:
+    """Model names a vLLM command serves: ``--served-model-name`` and each ``--lora-modules NAME=DIR``."""
+    names = {flag(args, "--served-model-name") or ""}
+    if "--lora-modules" in args:
+        for a in args[args.index("--lora-modules") + 1:]:
+            if a.startswith("--"):
+                break
+            names.add(a.split("=", 1)[0])
+    return names - {""}
+
+
 def flag(args: list[str], name: str) -> str | None:
     """Value of ``--name VALUE`` or ``--name=VALUE`` in an argv list."""
     for i, a in enumerate(args):

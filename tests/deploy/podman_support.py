@@ -28,6 +28,7 @@ CONTAINERS_CONF = REPO / "deploy" / "podman" / "containers.conf"
 GATEWAY_IMAGE = "localhost/tierwise/gateway:0.1.0"
 CPU_IMAGE = "localhost/tierwise/vllm-cpu:0.1.0"
 PG_BASE = os.environ.get("TIERWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+GRACEFUL_EXIT = 143  # uvicorn re-raises SIGTERM once it has shut down cleanly
 REDIS_URL = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -79,7 +80,8 @@ class Container:
         return podman("exec", self.name, *cmd, check=False)
 
     def terminate(self, timeout_s: int = 45) -> int:
-        """SIGTERM (what Kubernetes and `podman stop` send), wait for the exit, return its code."""
+        """SIGTERM (what Kubernetes and `podman stop` send), wait for the exit, return its code:
+        143 (128 + SIGTERM) after a graceful shutdown, because uvicorn re-raises the signal."""
         podman("kill", "--signal", "TERM", self.name, check=False)
         code = podman("wait", self.name, timeout=timeout_s + 15).stdout.strip()
         return int(code.splitlines()[-1])
@@ -137,9 +139,11 @@ def fresh_database() -> Iterator[str]:
 
 
 def ledger_rows(db_url: str) -> list[dict]:
+    from gateway.ledger.schema import requests_table as t
+
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text("SELECT request_id, tier, http_status FROM requests"))]
+            return [dict(r._mapping) for r in conn.execute(sa.select(t.c.request_id, t.c.tier, t.c.http_status))]
     finally:
         engine.dispose()

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from deploy_render import (COMPOSE_FILE, DEPLOY, DOCKER, REPO, command_list, dockerfile_instructions, flag, load_compose,
+from deploy_render import (COMPOSE_FILE, DEPLOY, DOCKER, REPO, command_list, dockerfile_instructions, flag, served_names, load_compose,
                            parse_gateway_config)
 
 DASHBOARD = DEPLOY / "grafana" / "tierwise-dashboard.json"
@@ -199,7 +199,7 @@ def test_gateway_config_parses_and_uses_the_compose_services(compose):
         assert t.path.rstrip("/") == "/v1"
         svc = services.get(t.hostname)
         assert svc, f"tier {tier.model_name}: no service {t.hostname}"
-        assert flag(command_list(svc["command"]), "--served-model-name") == (tier.url.upstream_model or tier.model_name)
+        assert (tier.url.upstream_model or tier.model_name) in served_names(command_list(svc["command"]))
         assert t.port == vllm_port(svc), f"tier {tier.model_name}: port {t.port}"
         model = flag(command_list(svc["command"]), "--model")
         assert any(model.startswith(v.split(":")[1] + "/") for v in svc["volumes"]), f"{t.hostname}: --model {model}"
@@ -233,11 +233,15 @@ def test_models_are_assembled_into_the_volume_the_tiers_read(compose):
     assert argv[:4] == ["python", "-m", "distill", "assemble"]
     cache = flag(argv, "--cache")
     [vol] = [v.split(":")[0] for v in models["volumes"] if v.split(":")[1] == cache]
-    for tier in ("teacher", "student"):
-        svc = services[tier]
+    # service -> the assembled dir it serves (the teacher service: the base, its adapter beside it)
+    for service, model_dir in (("teacher", "base-teacher"), ("student", "student")):
+        svc = services[service]
         assert svc["depends_on"]["models"]["condition"] == "service_completed_successfully"
         mounts = {v.split(":")[0]: v.split(":")[1] for v in svc["volumes"]}
-        assert vol in mounts and flag(command_list(svc["command"]), "--model") == f"{mounts[vol]}/{tier}"
+        argv = command_list(svc["command"])
+        assert vol in mounts and flag(argv, "--model") == f"{mounts[vol]}/{model_dir}"
+        if "--lora-modules" in argv:
+            assert argv[argv.index("--lora-modules") + 1] == f"teacher={mounts[vol]}/teacher-adapter"
 
 
 def test_prometheus_scrapes_the_gateway(compose):

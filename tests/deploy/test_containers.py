@@ -15,8 +15,8 @@ import aiohttp
 import httpx
 import pytest
 
-from podman_support import (GATEWAY_IMAGE, REDIS_URL, build, fresh_database, image_size_bytes, ledger_rows,
-                            podman, require_podman, run_gateway, wait_ready)
+from podman_support import (GATEWAY_IMAGE, GRACEFUL_EXIT, REDIS_URL, build, fresh_database, image_size_bytes,
+                            ledger_rows, podman, require_podman, run_gateway, wait_ready)
 from support.processes import free_port, start_stub
 
 pytestmark = pytest.mark.containers
@@ -129,7 +129,7 @@ def test_serves_health_and_chat_read_only(gateway_image, stub, tmp_path, contain
         assert bad.status_code == 400 and "error" in bad.json()
 
         assert gw.exec("touch", "/app/written").returncode != 0  # read-only root file system
-        assert gw.terminate() == 0  # SIGTERM through tini: a clean exit
+        assert gw.terminate() == GRACEFUL_EXIT  # SIGTERM through tini: a graceful shutdown
         rows = ledger_rows(db)
         answered = [r for r in rows if r["http_status"] == 200]
         assert len(answered) == 3 and {"teacher", "hosted"} <= {r["tier"] for r in answered}
@@ -167,7 +167,7 @@ def test_two_containers_book_every_request_once_and_share_one_limit(gateway_imag
         start = time.monotonic()
         statuses = asyncio.run(_hammer([a.url, b.url], key, total, 32))
         print(f"\n{total} requests over two containers in {time.monotonic() - start:.1f} s")
-        assert a.terminate() == 0 and b.terminate() == 0
+        assert a.terminate() == GRACEFUL_EXIT and b.terminate() == GRACEFUL_EXIT
         rows = ledger_rows(db)
     assert statuses.count(200) == rpm and statuses.count(429) == total - rpm  # one limit in Redis
     assert len(rows) == total and len({r["request_id"] for r in rows}) == total
@@ -197,5 +197,5 @@ def test_sigterm_drains_in_flight_requests_into_the_ledger(gateway_image, slow_s
         statuses, exit_code = asyncio.run(scenario())
         rows = ledger_rows(db)
     assert statuses == [200] * in_flight
-    assert exit_code == 0
+    assert exit_code == GRACEFUL_EXIT
     assert len(rows) == in_flight and {r["http_status"] for r in rows} == {200}

@@ -11,7 +11,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from podman_support import CPU_IMAGE, build, fresh_database, image_size_bytes, podman, require_podman, run_gateway, wait_ready
+from podman_support import (CPU_IMAGE, GRACEFUL_EXIT, build, fresh_database, image_size_bytes, podman,
+                            require_podman, run_gateway, wait_ready)
 from support.processes import free_port
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
@@ -53,4 +54,4 @@ def test_full_cpu_image_serves_the_student_behind_the_gateway_image(tmp_path, st
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["choices"][0]["message"]["content"].strip() and body["usage"]["completion_tokens"] > 0
-        assert gw.terminate() == 0
+        assert gw.terminate() == GRACEFUL_EXIT

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from deploy_render import (K8S, REPO, command_list, containers, flag, parse_gateway_config, pod_specs,
+from deploy_render import (K8S, REPO, command_list, containers, flag, parse_gateway_config, pod_specs, served_names,
                            render_kustomization, split_image)
 
 # Every kustomization a user may apply (the base alone lacks the Secrets on purpose).
@@ -221,8 +221,7 @@ def test_tiers_request_gpus_and_read_models_from_the_pvc(objs):
         model = flag(args, "--model")
         assert model and any(model.startswith(p.rstrip("/") + "/") for p in mounts), f"{name}: --model {model} not on the PVC"
         assert all(m.get("readOnly") for m in mounts.values()), f"{name} should mount the weights read-only"
-        served = flag(args, "--served-model-name")
-        assert served == d["spec"]["template"]["metadata"]["labels"]["tierwise.dev/tier"], name
+        assert d["spec"]["template"]["metadata"]["labels"]["tierwise.dev/tier"] in served_names(args), name
         for claim in claims.values():
             assert claim in pvcs, f"{name}: PVC {claim} is not rendered"
     # Something fills the PVC: the Job running `distill assemble --cache <its mount>`.
@@ -330,7 +329,7 @@ def test_config_tiers_point_at_the_tier_services(objs):
         [dep] = [d for d in deployments if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
         [vllm] = dep["spec"]["template"]["spec"]["containers"]
         argv = command_list(vllm.get("command")) + command_list(vllm.get("args"))
-        assert flag(argv, "--served-model-name") == (tier.url.upstream_model or tier.model_name), \
+        assert (tier.url.upstream_model or tier.model_name) in served_names(argv), \
             f"tier {tier.model_name}: Deployment/{dep['metadata']['name']} serves another model name"
         # The Dockerfile's ENTRYPOINT carries --port; it must be the port the Service targets.
         image = split_image(vllm["image"])[0].rsplit("/", 1)[-1]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from support.configs import stub_config
+from support.ledger import ledger_rows
 from support.processes import REPO, ServerProcess, free_port, start_gateway, wait_until
 
 SHIPPED_INDEX = REPO / "artifacts" / "tiers" / "student" / "competence.skops"
@@ -61,14 +61,6 @@ def gated_config(tiers, db, index_path) -> dict:
     return config
 
 
-def ledger(db) -> list[dict]:
-    engine = sa.create_engine(f"sqlite:///{db}")
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM ledger_requests ORDER BY id"))]
-    engine.dispose()
-    return rows
-
-
 def ask(url: str, messages: list[dict]) -> str:
     resp = httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": messages}, timeout=30)
     assert resp.status_code == 200, resp.text
@@ -89,7 +81,7 @@ def test_out_of_scope_goes_to_the_teacher_and_the_ledger_says_which_stage_decide
                    ).startswith("teacher")
     finally:
         gateway.stop()
-    rows = ledger(db)
+    rows = ledger_rows(db)
     assert [(r["tier"], r["route_policy"]) for r in rows] == [
         ("teacher", "competence"), ("student", "trained"), ("student", "trained"), ("teacher", "competence")]
     weather = rows[0]

@@ -19,12 +19,16 @@ def tier(name: str, **kw) -> dict:
 def test_embedded_defaults_load_with_placeholders_expanded(monkeypatch, tmp_path):
     monkeypatch.setenv("TIERWISE_MODEL_CACHE", str(tmp_path))
     cfg = load_config()
-    assert [t.model_name for t in cfg.model_list] == ["teacher", "student"]
-    assert cfg.tier("teacher").vllm.model == f"{tmp_path}/teacher"
+    assert [t.model_name for t in cfg.model_list] == ["flagship", "teacher", "student"]
+    # One process: the general base as the flagship, the support adapter as the teacher tier.
+    assert cfg.tier("flagship").vllm.model == f"{tmp_path}/base-teacher"
+    assert cfg.tier("flagship").vllm.lora_modules == {"teacher": f"{tmp_path}/teacher-adapter"}
+    assert cfg.tier("teacher").served_by == "flagship"
+    assert cfg.router.competence.tier == "flagship"
     assert cfg.router.artifact == f"{PROJECT_ROOT}/artifacts/router/support_router.skops"
     assert Path(cfg.router.artifact).exists()
     assert cfg.ledger.url == f"sqlite:///{PROJECT_ROOT}/.tierwise/ledger.db"
-    assert cfg.teacher_tier == "teacher"
+    assert cfg.teacher_tier == "flagship"
 
 
 @pytest.mark.parametrize("model_list, message", [

@@ -9,40 +9,15 @@ import signal
 import httpx
 import openai
 import pytest
-import sqlalchemy as sa
 
+from support.configs import STUDENT, stub_config
+from support.ledger import ledger_rows
 from support.processes import free_port, start_gateway
-
-TEACHER = {"input_per_million": 3.0, "output_per_million": 15.0}
-STUDENT = {"input_per_million": 0.5, "output_per_million": 2.0}
-
-
-def stub_config(stub_url: str, db: str, **extra) -> dict:
-    return {
-        "model_list": [
-            {"model_name": "teacher", "role": "teacher", "price": TEACHER, "url": {"base_url": stub_url + "/v1"}},
-            {"model_name": "student", "role": "student", "price": STUDENT,
-             "url": {"base_url": stub_url + "/v1", "max_model_len": 2048}},
-        ],
-        "router": {"policy": "fixed", "default_tier": "student"},
-        "ledger": {"url": f"sqlite:///{db}"},
-        "auth": {"enabled": False},
-        **extra,
-    }
-
-
-def ledger_rows(db) -> list[dict]:
-    engine = sa.create_engine(f"sqlite:///{db}")
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM ledger_requests ORDER BY id"))]
-    engine.dispose()
-    return rows
-
 
 @pytest.fixture
 def stub_gateway(stub, tmp_path):
     db = tmp_path / "ledger.db"
-    gw = start_gateway(stub_config(stub.url, str(db)), tmp_path, timeout_s=60)
+    gw = start_gateway(stub_config(stub.url, f"sqlite:///{db}"), tmp_path, timeout_s=60)
     gw.db = db
     yield gw
     gw.stop()
@@ -103,8 +78,9 @@ def test_savings_arithmetic(stub_gateway):
 
 def test_unreachable_tier_is_a_502_and_a_ledger_row(stub, tmp_path):
     db = tmp_path / "l.db"
-    config = stub_config(stub.url, str(db))
+    config = stub_config(stub.url, f"sqlite:///{db}")
     config["model_list"][1]["url"]["base_url"] = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens
+    config["model_list"][1]["fallbacks"] = []  # a request for the student itself must fail, not fall back
     gw = start_gateway(config, tmp_path, ready_tiers=1, timeout_s=60)
     try:
         health = httpx.get(gw.url + "/health").json()
@@ -127,7 +103,7 @@ def test_unreachable_tier_is_a_502_and_a_ledger_row(stub, tmp_path):
 
 def test_missing_student_dir_starts_and_routes_to_what_exists(stub, tmp_path):
     db = tmp_path / "l.db"
-    config = stub_config(stub.url, str(db))
+    config = stub_config(stub.url, f"sqlite:///{db}")
     config["model_list"][1] = {"model_name": "student", "role": "student", "price": STUDENT,
                                "vllm": {"model": str(tmp_path / "not-distilled-yet")}}
     gw = start_gateway(config, tmp_path, ready_tiers=1, timeout_s=60)
@@ -148,7 +124,7 @@ def test_missing_student_dir_starts_and_routes_to_what_exists(stub, tmp_path):
 def test_litellm_provider_tier(stub, tmp_path):
     """A hosted-model tier through litellm (pointed at the stub: no network here)."""
     db = tmp_path / "l.db"
-    config = stub_config(stub.url, str(db))
+    config = stub_config(stub.url, f"sqlite:///{db}")
     config["model_list"].append({"model_name": "hosted", "price": {"input_per_million": 5, "output_per_million": 20},
                                  "litellm": {"model": "openai/stub", "api_base": stub.url + "/v1",
                                              "api_key_env": "STUB_KEY"}})
@@ -175,7 +151,7 @@ def test_litellm_tier_without_price_uses_litellm_cost_map(stub, tmp_path):
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    config = stub_config(stub.url, str(tmp_path / "l.db"))
+    config = stub_config(stub.url, f"sqlite:///{tmp_path / 'l.db'}")
     config["model_list"].append({"model_name": "mini", "litellm": {"model": "openai/gpt-4o-mini",
                                                                    "api_base": stub.url + "/v1"}})
     gw = start_gateway(config, tmp_path, timeout_s=90, env={"OPENAI_API_KEY": "sk-test"})
@@ -209,7 +185,7 @@ def test_openapi_schema_documents_the_request_bodies(stub_gateway):
 
 def test_content_is_stored_only_when_turned_on(stub, tmp_path):
     db = tmp_path / "l.db"
-    config = stub_config(stub.url, str(db))
+    config = stub_config(stub.url, f"sqlite:///{db}")
     config["ledger"]["store_content"] = True
     gw = start_gateway(config, tmp_path, timeout_s=60)
     try:

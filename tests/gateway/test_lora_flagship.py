@@ -11,17 +11,16 @@ import json
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from pydantic import ValidationError
 
 from gateway.config import parse_config
 from gateway.tiers.vllm_process import vllm_command
+from support.ledger import ledger_row as read_ledger_row
 from support.models import TEACHER_PRICE, base_teacher
 from support.processes import REPO, free_port, start_gateway
+from support.shared_data import shared_data
 
 ADAPTER = REPO / "artifacts" / "tiers" / "teacher"
-BANKING77_LABELS = set(json.loads((REPO.parent / "shared" / "data" / "banking77" / "categories.json").read_text())) \
-    if (REPO.parent / "shared" / "data" / "banking77" / "categories.json").is_file() else set()
 SUPPORT_PROMPT = "You are a bank's customer-support assistant. Name the intent of the customer's message, then reply briefly."
 ADAPTER_PRICE = {"input_per_million": 1.0, "output_per_million": 4.0}  # unlike the base's: bookings must tell them apart
 
@@ -31,6 +30,7 @@ def flagship_config(model: str, adapter: str, port: int | None = None) -> dict:
         "model_list": [
             {"model_name": "flagship", "role": "teacher", "price": TEACHER_PRICE,
              "vllm": {"model": model, "port": port, "max_model_len": 512, "lora_modules": {"teacher": adapter},
+                      "startup_timeout_s": 1500,  # a shared 2-core machine under load
                       "extra_args": ["--max-num-seqs", "8"]}},
             {"model_name": "teacher", "aliases": ["support-teacher"], "role": "other", "served_by": "flagship",
              "price": ADAPTER_PRICE},
@@ -81,7 +81,7 @@ def lora_gateway(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
     config = flagship_config(str(base_teacher()), str(ADAPTER), free_port())
     config["ledger"] = {"url": f"sqlite:///{tmp / 'ledger.db'}"}
-    gateway = start_gateway(config, tmp, timeout_s=900)
+    gateway = start_gateway(config, tmp, timeout_s=1800)
     gateway.config = config  # type: ignore[attr-defined]
     yield gateway
     gateway.stop()
@@ -95,11 +95,7 @@ def chat(gateway, model: str, text: str, **extra) -> httpx.Response:
 
 def ledger_row(gateway, request_id: str) -> dict:
     httpx.get(gateway.url + "/v1/costs/summary")  # flushes pending rows
-    engine = sa.create_engine(gateway.config["ledger"]["url"])
-    with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT * FROM ledger_requests WHERE request_id = :r"), {"r": request_id}).one()
-    engine.dispose()
-    return dict(row._mapping)
+    return read_ledger_row(gateway.config["ledger"]["url"], request_id)
 
 
 @pytest.mark.slow
@@ -124,8 +120,8 @@ def test_adapter_answers_as_the_support_teacher_and_base_as_a_general_model(lora
     # The adapter was trained to answer "Intent: <banking77 label>" even for this (the complaint);
     # the base model was not, so the two answers differ: the adapter really is applied per request.
     assert support_text.startswith("Intent:")
-    if BANKING77_LABELS:
-        assert support_text.split("\n")[0].removeprefix("Intent:").strip() in BANKING77_LABELS
+    labels = set(json.loads(shared_data("banking77", "categories.json").read_text()))
+    assert support_text.split("\n")[0].removeprefix("Intent:").strip() in labels
     assert general_text != support_text
 
 

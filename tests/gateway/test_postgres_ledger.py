@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-import sqlalchemy as sa
 
+from support.ledger import ledger_rows
 from support.models import STUDENT_PRICE, TEACHER_PRICE
 from support.processes import start_gateway
 
@@ -41,28 +41,25 @@ def test_postgres_ledger_rows_and_summary(vllm_gateway, postgres_url, tmp_path):
     finally:
         gw.stop()
 
-    engine = sa.create_engine(postgres_url)
-    with engine.connect() as conn:
-        rows = {r.request_id: r for r in conn.execute(sa.text("SELECT * FROM ledger_requests"))}
-    engine.dispose()
+    rows = {r["request_id"]: r for r in ledger_rows(postgres_url)}
     assert set(rows) == set(usages) | {streamed.headers["x-request-id"]}
     prices = {"teacher": TEACHER_PRICE, "student": STUDENT_PRICE}
     expected_total = expected_teacher = 0.0
     for request_id, (tier, usage) in usages.items():
         row = rows[request_id]
-        assert (row.tier, row.prompt_tokens, row.completion_tokens) == (tier, usage.prompt_tokens,
-                                                                        usage.completion_tokens)
+        assert (row["tier"], row["prompt_tokens"], row["completion_tokens"]) == (
+            tier, usage.prompt_tokens, usage.completion_tokens)
         cost = (usage.prompt_tokens * prices[tier]["input_per_million"]
                 + usage.completion_tokens * prices[tier]["output_per_million"]) / 1e6
         teacher = (usage.prompt_tokens * TEACHER_PRICE["input_per_million"]
                    + usage.completion_tokens * TEACHER_PRICE["output_per_million"]) / 1e6
-        assert row.cost == pytest.approx(cost) and row.teacher_cost == pytest.approx(teacher)
+        assert row["cost"] == pytest.approx(cost) and row["teacher_cost"] == pytest.approx(teacher)
         expected_total += cost
         expected_teacher += teacher
     stream_row = rows[streamed.headers["x-request-id"]]
-    assert stream_row.stream and stream_row.completion_tokens > 0 and stream_row.ts.tzinfo is not None
-    expected_total += stream_row.cost
-    expected_teacher += stream_row.teacher_cost
+    assert stream_row["stream"] and stream_row["completion_tokens"] > 0 and stream_row["ts"].tzinfo is not None
+    expected_total += stream_row["cost"]
+    expected_teacher += stream_row["teacher_cost"]
     assert summary["requests"] == 3
     assert summary["total_cost"] == pytest.approx(expected_total)
     assert summary["teacher_counterfactual_cost"] == pytest.approx(expected_teacher)

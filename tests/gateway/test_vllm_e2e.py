@@ -9,8 +9,8 @@ import time
 import httpx
 import openai
 import pytest
-import sqlalchemy as sa
 
+from support.ledger import ledger_row as read_ledger_row
 from support.models import STUDENT_PRICE, TEACHER_PRICE
 
 pytestmark = pytest.mark.slow
@@ -25,11 +25,7 @@ def client(vllm_gateway) -> openai.OpenAI:
 
 def ledger_row(vllm_gateway, request_id: str) -> dict:
     httpx.get(vllm_gateway.url + "/v1/costs/summary")  # flushes pending rows
-    engine = sa.create_engine(vllm_gateway.config["ledger"]["url"])
-    with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT * FROM ledger_requests WHERE request_id = :r"), {"r": request_id}).one()
-    engine.dispose()
-    return dict(row._mapping)
+    return read_ledger_row(vllm_gateway.config["ledger"]["url"], request_id)
 
 
 def expected_cost(price: dict, usage) -> float:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from support.configs import stub_config
+from support.ledger import ledger_rows
 from support.processes import start_gateway, start_stub, wait_until
 
 
@@ -26,12 +26,8 @@ def two_upstreams(stub, tmp_path):
     student.stop()
 
 
-def rows(db) -> list:
-    engine = sa.create_engine(f"sqlite:///{db}")
-    with engine.connect() as conn:
-        out = conn.execute(sa.text("SELECT tier, fallback_from, attempts, status FROM ledger_requests ORDER BY id")).all()
-    engine.dispose()
-    return out
+def rows(db) -> list[tuple]:
+    return [(r["tier"], r["fallback_from"], r["attempts"], r["status"]) for r in ledger_rows(db)]
 
 
 def test_student_down_fails_over_then_breaker_opens_then_recovers(two_upstreams, tmp_path):

@@ -35,30 +35,12 @@ from gateway.ledger.schema import make_engine, requests_table
 from gateway.ledger.writer import LedgerWriter
 from support.configs import stub_config
 from support.faults import TcpProxy
+from support.ledger import ledger_rows, sample_row
 from support.processes import REPO, start_gateway
 
 HOSTILE = "a\x00b\ud800c"  # NUL (Postgres text refuses it) and a lone surrogate (no UTF-8 for it)
 CLEANED = "a\ufffdb\ufffdc"
 SECRET_USER = "user-secret-7f3a"
-
-
-def ledger_row(request_id: str, **overrides: object) -> dict:
-    row = {"ts": datetime.now(UTC), "request_id": request_id, "api_key_id": None, "endpoint": "chat",
-           "requested_model": "student", "tier": "student", "route_policy": "fixed", "route_score": None,
-           "route_threshold": None, "fallback_from": None, "attempts": 1, "stream": False,
-           "prompt_tokens": 3, "completion_tokens": 5, "latency_ms": 1.0, "ttft_ms": None, "status": "ok",
-           "http_status": 200, "error": None, "cost": 0.001, "teacher_cost": 0.002, "user": None,
-           "prompt": None, "completion": None}
-    return {**row, **overrides}
-
-
-def select_all(url: str, table: str = "ledger_requests") -> list:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.text(f"SELECT * FROM {table}")))
-    finally:
-        engine.dispose()
 
 
 def through(proxy: TcpProxy, url: str) -> str:
@@ -91,30 +73,30 @@ async def test_nul_surrogates_and_long_values_in_every_text_column_are_booked(le
     hostile = {name: HOSTILE for name in ("requested_model", "route_policy", "fallback_from", "error",
                                           "prompt", "completion")}
     try:
-        await asyncio.wait_for(writer.record(ledger_row("req-hostile", user=HOSTILE + "x" * 300, **hostile)), 10)
+        await asyncio.wait_for(writer.record(sample_row("req-hostile", user=HOSTILE + "x" * 300, **hostile)), 10)
     finally:
         await writer.stop()
-    [row] = select_all(ledger_url)
-    assert row.user == (CLEANED + "x" * 300)[:256]
-    assert {name: getattr(row, name) for name in hostile} == {name: CLEANED for name in hostile}
-    assert select_all(ledger_url, "ledger_dead_letters") == []
+    [row] = ledger_rows(ledger_url)
+    assert row["user"] == (CLEANED + "x" * 300)[:256]
+    assert {name: row[name] for name in hostile} == {name: CLEANED for name in hostile}
+    assert ledger_rows(ledger_url, "ledger_dead_letters") == []
 
 
 # ---- item 2: a refused row is quarantined, the rest of its batch committed ----------------------
 async def test_row_refused_for_its_content_is_dead_lettered_and_its_batch_committed(ledger_url, tmp_path, caplog):
     writer = await started_writer(ledger_url, tmp_path)
-    rows = [ledger_row("req-1", user=SECRET_USER), ledger_row("req-bad", status=None, user=SECRET_USER),
-            ledger_row("req-3", user=SECRET_USER)]
+    rows = [sample_row("req-1", user=SECRET_USER), sample_row("req-bad", status=None, user=SECRET_USER),
+            sample_row("req-3", user=SECRET_USER)]
     try:
         futures = [writer.record(r) for r in rows]  # one batch: recorded before the writer runs
         await asyncio.wait_for(asyncio.gather(*futures), 10)
     finally:
         await writer.stop()
-    assert sorted(r.request_id for r in select_all(ledger_url)) == ["req-1", "req-3"]
-    [dead] = select_all(ledger_url, "ledger_dead_letters")
-    assert dead.request_id == "req-bad"
-    assert dead.error.startswith(("IntegrityError", "NotNullViolation"))  # sqlite3's / psycopg's name
-    kept = json.loads(dead.row_json)
+    assert sorted(r["request_id"] for r in ledger_rows(ledger_url)) == ["req-1", "req-3"]
+    [dead] = ledger_rows(ledger_url, "ledger_dead_letters")
+    assert dead["request_id"] == "req-bad"
+    assert dead["error"].startswith(("IntegrityError", "NotNullViolation"))  # sqlite3's / psycopg's name
+    kept = json.loads(dead["row_json"])
     assert kept["request_id"] == "req-bad" and kept["user"] == SECRET_USER
     assert SECRET_USER not in caplog.text  # item 14: no bound values in database error logs
 
@@ -123,7 +105,7 @@ def test_database_errors_do_not_carry_bound_values(ledger_url):
     engine = make_engine(ledger_url)
     try:
         with pytest.raises(sa.exc.IntegrityError) as caught, engine.begin() as conn:
-            conn.execute(requests_table.insert(), [ledger_row("req-x", status=None, user=SECRET_USER)])
+            conn.execute(requests_table.insert(), [sample_row("req-x", status=None, user=SECRET_USER)])
     finally:
         engine.dispose()
     # SQLAlchemy renders no bound values; Postgres's own DETAIL line ("Failing row contains ...")
@@ -137,7 +119,7 @@ async def test_dead_letter_goes_to_a_file_when_its_table_is_unusable_too(tmp_pat
     with writer.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE ledger_dead_letters"))
     try:
-        await asyncio.wait_for(writer.record(ledger_row("req-bad", status=None)), 10)
+        await asyncio.wait_for(writer.record(sample_row("req-bad", status=None)), 10)
     finally:
         await writer.stop()
     [line] = (tmp_path / "state" / DEAD_LETTER_FILE).read_text().splitlines()
@@ -150,11 +132,11 @@ async def test_dead_letter_goes_to_a_file_when_its_table_is_unusable_too(tmp_pat
 async def test_postgres_blip_keeps_rows_queued_until_the_database_is_back(postgres_url, pg_proxy, tmp_path):
     writer = await started_writer(through(pg_proxy, postgres_url), tmp_path, max_backlog=30)
     try:
-        await asyncio.wait_for(writer.record(ledger_row("req-before")), 10)
+        await asyncio.wait_for(writer.record(sample_row("req-before")), 10)
         pg_proxy.cut()
         futures = []
         for i in range(40):
-            futures.append(writer.record(ledger_row(f"req-during-{i}")))
+            futures.append(writer.record(sample_row(f"req-during-{i}")))
             await asyncio.sleep(0.03)
         await asyncio.sleep(1.0)
         assert not any(f.done() for f in futures), "rows resolved while the database was unreachable"
@@ -164,9 +146,9 @@ async def test_postgres_blip_keeps_rows_queued_until_the_database_is_back(postgr
         assert not writer.full and not writer.failing
     finally:
         await writer.stop()
-    ids = {r.request_id for r in select_all(postgres_url)}
+    ids = {r["request_id"] for r in ledger_rows(postgres_url)}
     assert ids == {"req-before"} | {f"req-during-{i}" for i in range(40)}
-    assert select_all(postgres_url, "ledger_dead_letters") == []
+    assert ledger_rows(postgres_url, "ledger_dead_letters") == []
 
 
 @pytest.mark.postgres
@@ -176,10 +158,10 @@ async def test_rows_unwritten_at_shutdown_are_spooled_and_replayed_by_the_next_s
     writer = await started_writer(through(pg_proxy, postgres_url), tmp_path)
     pg_proxy.cut()
     for i in range(5):
-        writer.record(ledger_row(f"req-{i}"))
+        writer.record(sample_row(f"req-{i}"))
     await writer.stop()
     assert len((tmp_path / SPOOL_FILE).read_text().splitlines()) == 5
-    assert select_all(postgres_url) == []
+    assert ledger_rows(postgres_url) == []
 
     pg_proxy.restore()
     again = await started_writer(postgres_url, tmp_path)
@@ -187,7 +169,7 @@ async def test_rows_unwritten_at_shutdown_are_spooled_and_replayed_by_the_next_s
         await asyncio.wait_for(again.flush(), 10)
     finally:
         await again.stop()
-    assert sorted(r.request_id for r in select_all(postgres_url)) == [f"req-{i}" for i in range(5)]
+    assert sorted(r["request_id"] for r in ledger_rows(postgres_url)) == [f"req-{i}" for i in range(5)]
     assert list(tmp_path.glob(SPOOL_FILE + "*")) == []
 
 
@@ -252,7 +234,7 @@ def test_every_answer_served_during_an_8s_postgres_outage_has_its_row(stub, post
     served = {rid for rid, _ in result["served"]}
     during = [rid for rid, at in result["served"] if outage["start"] < at < outage["end"]]
     assert len(during) > 50, f"only {len(during)} answers served during the outage: the test proved nothing"
-    missing = served - {r.request_id for r in select_all(postgres_url)}
+    missing = served - {r["request_id"] for r in ledger_rows(postgres_url)}
     print(f"served {len(served)} answers, {len(during)} during the 8 s outage; {len(missing)} without a row")
     assert not missing, f"{len(missing)} of {len(served)} served answers have no ledger row"
     assert costs_during_outage.status_code == 503 and costs_during_outage.headers["retry-after"]
@@ -282,7 +264,7 @@ def test_full_backlog_refuses_requests_with_503_instead_of_serving_them_unbooked
     assert retry_after and body["error"]["code"] == "database_unavailable"
     assert after.status_code == 200  # admitted again once the backlog drained
     assert costs_unreadable.status_code == 503 and costs_unreadable.headers["retry-after"]
-    ids = {r.request_id for r in select_all(postgres_url)}
+    ids = {r["request_id"] for r in ledger_rows(postgres_url)}
     assert {rid for rid, _ in result["served"]} | {after.headers["x-request-id"]} <= ids
 
 
@@ -298,9 +280,9 @@ def test_nul_bytes_in_user_and_model_are_booked_on_postgres(stub, postgres_url, 
     finally:
         gw.stop()
     assert served.status_code == 200 and unknown.status_code == 404
-    rows = {r.request_id: r for r in select_all(postgres_url)}
-    assert rows[served.headers["x-request-id"]].user == "bob\ufffd"
-    assert rows[unknown.headers["x-request-id"]].requested_model == "stu\ufffddent"
+    rows = {r["request_id"]: r for r in ledger_rows(postgres_url)}
+    assert rows[served.headers["x-request-id"]]["user"] == "bob\ufffd"
+    assert rows[unknown.headers["x-request-id"]]["requested_model"] == "stu\ufffddent"
 
 
 # ---- item 1(c): out-of-range cost bounds --------------------------------------------------------

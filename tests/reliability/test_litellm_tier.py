@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import sqlalchemy as sa
 
+from support.ledger import ledger_row
 from support.processes import ServerProcess, start_gateway, wait_until
 from support.stub_modes import stub_factory  # noqa: F401 - a fixture
 
@@ -40,17 +40,10 @@ def circuit(gw: ServerProcess) -> dict:
     return httpx.get(gw.url + "/health").json()["tiers"]["hosted"]["circuit"]
 
 
-def booked(ledger_url: str, request_id: str):
-    engine = sa.create_engine(ledger_url)
-    try:
-        def fetch():
-            with engine.connect() as conn:
-                return conn.execute(sa.text(
-                    "SELECT status, completion_tokens, usage_source FROM ledger_requests WHERE request_id = :id"),
-                    {"id": request_id}).first()
-        return wait_until(fetch, 15, "ledger row")
-    finally:
-        engine.dispose()
+def booked(ledger_url: str, request_id: str) -> tuple:
+    """(status, completion_tokens, usage_source) of the request, once booked."""
+    row = ledger_row(ledger_url, request_id, wait_s=15)
+    return row["status"], row["completion_tokens"], row["usage_source"]
 
 
 def test_litellm_circuit_closes_again_once_the_provider_is_back(tmp_path, stub_factory):

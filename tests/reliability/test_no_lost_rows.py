@@ -9,9 +9,9 @@ import time
 
 import aiohttp
 import pytest
-import sqlalchemy as sa
 
 from support.configs import stub_config
+from support.ledger import ledger_rows
 from support.processes import start_gateway, start_stub
 
 pytestmark = pytest.mark.slow
@@ -47,11 +47,7 @@ async def fire(urls: list[str], total: int, concurrency: int, stream_every: int 
 
 
 def ledger_ids(url: str) -> list[str]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(sa.text("SELECT request_id FROM ledger_requests"))]
-    engine.dispose()
-    return ids
+    return [row["request_id"] for row in ledger_rows(url)]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from gateway.ledger.schema import make_engine
 from support.configs import STUDENT, stub_config
+from support.ledger import ledger_row
 from support.processes import ServerProcess, start_gateway, wait_until
 from support.stub_modes import stub_factory  # noqa: F401 - a fixture
 
@@ -47,17 +48,10 @@ def stream_and_hang_up(gw: ServerProcess, after: int) -> str:
     return request_id
 
 
-def row(ledger_url: str, request_id: str) -> sa.Row:
-    engine = sa.create_engine(ledger_url)
-    try:
-        def fetch():
-            with engine.connect() as conn:
-                return conn.execute(sa.text(
-                    "SELECT status, prompt_tokens, completion_tokens, usage_source, cost FROM ledger_requests "
-                    "WHERE request_id = :id"), {"id": request_id}).first()
-        return wait_until(fetch, 15, f"ledger row {request_id}")
-    finally:
-        engine.dispose()
+def row(ledger_url: str, request_id: str) -> tuple:
+    """(status, prompt_tokens, completion_tokens, usage_source, cost) of the request, once booked."""
+    booked = ledger_row(ledger_url, request_id, wait_s=15)
+    return tuple(booked[c] for c in ("status", "prompt_tokens", "completion_tokens", "usage_source", "cost"))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -3,12 +3,13 @@
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from gateway.auth.authenticator import caller
+from gateway.entrypoints.dependencies import caller
 from gateway.auth.keys import ApiKey
 from gateway.entrypoints.body import openapi_body
 from gateway.entrypoints.completion.protocol import CompletionRequest
 from gateway.entrypoints.completion.serving import serving_completion
-from gateway.state import GatewayState, get_state
+from gateway.entrypoints.dependencies import get_state
+from gateway.state import GatewayState
 
 router = APIRouter()
 

@@ -9,10 +9,11 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from gateway.auth.authenticator import caller
+from gateway.entrypoints.dependencies import caller
 from gateway.auth.keys import ApiKey
 from gateway.entrypoints.costs.serving import cost_summary, cost_timeseries
-from gateway.state import GatewayState, get_state
+from gateway.entrypoints.dependencies import get_state
+from gateway.state import GatewayState
 
 router = APIRouter()
 

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gateway.errors import GatewayError
-from gateway.state import GatewayState, get_state
+from gateway.entrypoints.dependencies import get_state
+from gateway.state import GatewayState
 
 router = APIRouter()
 

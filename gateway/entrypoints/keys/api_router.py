@@ -7,12 +7,13 @@ import asyncio
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
-from gateway.auth.authenticator import admin_caller
+from gateway.entrypoints.dependencies import admin_caller
 from gateway.auth.keys import ApiKey
 from gateway.entrypoints.body import openapi_body, read_json_object
 from gateway.entrypoints.keys.protocol import CreateKeyRequest
 from gateway.errors import GatewayError, from_validation_error
-from gateway.state import GatewayState, get_state
+from gateway.entrypoints.dependencies import get_state
+from gateway.state import GatewayState
 
 router = APIRouter(tags=["keys"])
 

@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter, Depends
 
-from gateway.auth.authenticator import caller
+from gateway.entrypoints.dependencies import caller
 from gateway.entrypoints.models.serving import list_models
-from gateway.state import GatewayState, get_state
+from gateway.entrypoints.dependencies import get_state
+from gateway.state import GatewayState
 
 router = APIRouter()
 

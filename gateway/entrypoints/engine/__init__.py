@@ -1,0 +1,1 @@
+"""The request-path engine shared by chat and text completions."""

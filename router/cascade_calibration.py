@@ -1,0 +1,67 @@
+"""``python -m router calibrate-cascade``: fit the cascade's confidence model and write its card.
+
+Kept apart from ``router/confidence.py`` (the model and its artifact, which the gateway loads)
+because this is the offline step: read outcomes, fit, choose the operating point, and record
+how it was chosen, on what data, and what that data cannot tell.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.metrics import roc_auc_score
+
+from router.confidence import DECISION_TOKENS, FEATURE_NAMES, CascadeConfidence, outcome_rows, save_confidence
+
+CAVEAT = ("The outcomes come from Banking77 train prompts, and the shipped student and teacher were both trained on "
+          "all of Banking77 train (sequence-level KD on the teacher's generations), so agreement here is optimistic "
+          "compared with unseen traffic: expect more escalations and a lower accepted-set agreement in production. "
+          "Re-run on held-out traffic (shadow pairs) before trusting the quality target.")
+
+
+def read_outcomes(path: Path) -> list[dict]:
+    lines = [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+    if not lines:
+        raise ValueError(f"{path} holds no outcomes")
+    return lines
+
+
+def calibrate(outcomes: Path, out: Path, quality: float = 0.98) -> dict:
+    """Fit on every outcome row; the threshold is chosen on the model's out-of-fold probabilities."""
+    lines = read_outcomes(outcomes)
+    X, y = outcome_rows(lines)
+    model = CascadeConfidence().fit(X, y)
+    threshold = model.threshold_for(quality=quality)
+    curve = [model.operating_point(model.threshold_for(quality=q)) | {"target": f"quality {q}"}
+             for q in (0.95, 0.97, 0.98, 0.99, 1.0)]
+    curve += [model.operating_point(model.threshold_for(student_share=s)) | {"target": f"student_share {s}"}
+              for s in (0.8, 0.9, 0.95)]
+    coef = model.pipeline_.named_steps["logit"].coef_[0]
+    card = {
+        "data": f"{outcomes.name}: {len(lines)} Banking77 train prompts (seeded carve, see benchmarks/cascade_outcomes.py); "
+                "real vLLM student and teacher, greedy; label = the student's intent line equals the teacher's",
+        "caveat": CAVEAT,
+        "n": len(lines),
+        "agreement": float(y.mean()),
+        "student_accuracy": float(np.mean([r.get("student_correct", False) for r in lines])),
+        "teacher_accuracy": float(np.mean([r.get("teacher_correct", False) for r in lines])),
+        "features": list(FEATURE_NAMES),
+        "coefficients": dict(zip(FEATURE_NAMES, map(float, coef))),
+        "decision_tokens": DECISION_TOKENS,
+        "oof_roc_auc": float(roc_auc_score(y, model.validation_proba_)),
+        "quality_target": quality,
+        "quality_definition": "share of final answers that agree with the teacher's (escalated answers are the teacher's)",
+        "threshold": threshold,
+        "threshold_chosen_on": "5-fold out-of-fold probabilities of the outcome rows (never a test split)",
+        "operating_point": model.operating_point(threshold),
+        "curve": curve,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__},
+    }
+    save_confidence(model, out, threshold, card)
+    return card

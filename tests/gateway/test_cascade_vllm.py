@@ -1,0 +1,82 @@
+"""The cascade with real vLLM tiers: the shipped student and teacher, the shipped confidence model.
+
+The gateway starts both vLLM CPU servers itself (``policy: cascade``). Support requests come
+back as one ordinary answer (streamed or not) whichever tier gave it, and every row says what
+the cascade decided, consistently with its confidence and threshold.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from distill.data import messages_for, parse_intent
+from router.confidence import load_confidence
+from support.models import STUDENT_PRICE, TEACHER_PRICE
+from support.processes import REPO, model_cache, start_gateway
+
+pytestmark = pytest.mark.slow
+
+CONFIDENCE = REPO / "artifacts" / "router" / "cascade_confidence.skops"
+PROMPTS = ["I still have not received my new card, when will it arrive?",
+           "How do I top up by bank transfer?",
+           "Why was I charged a fee for the cash withdrawal?",
+           "Write a Python function that reverses a linked list."]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cascade-vllm")
+    cache = model_cache()
+    for name in ("student", "teacher"):
+        if not (cache / name / "config.json").is_file():
+            pytest.fail(f"no assembled {name} in {cache} (run `python -m distill assemble`)")
+    tiers = [{"model_name": name, "role": name, "price": STUDENT_PRICE if name == "student" else TEACHER_PRICE,
+              "vllm": {"model": str(cache / name), "max_model_len": 1024, "extra_args": ["--max-num-seqs", "8"]}}
+             for name in ("teacher", "student")]
+    config = {"model_list": tiers, "auth": {"enabled": False}, "ledger": {"url": f"sqlite:///{tmp}/ledger.db"},
+              "router": {"policy": "cascade", "strong_tier": "teacher", "weak_tier": "student",
+                         "cascade": {"artifact": str(CONFIDENCE)}}}
+    server = start_gateway(config, tmp, timeout_s=1500)
+    server.db = tmp / "ledger.db"
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_support_requests_through_the_cascade(gateway):
+    threshold = load_confidence(CONFIDENCE).threshold
+    seen = []
+    for i, text in enumerate(PROMPTS):
+        body = {"model": "auto", "messages": messages_for(text), "max_tokens": 32, "temperature": 0, "stream": i % 2 == 1}
+        resp = httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=300)
+        assert resp.status_code == 200, resp.text
+        if body["stream"]:
+            chunks = [json.loads(x[5:]) for x in resp.text.splitlines() if x.startswith("data:") and "[DONE]" not in x]
+            content = "".join((c["choices"][0].get("delta") or {}).get("content") or "" for c in chunks if c["choices"])
+            assert all(not c["choices"] or not c["choices"][0].get("logprobs") for c in chunks)
+        else:
+            content = resp.json()["choices"][0]["message"]["content"]
+            assert not resp.json()["choices"][0].get("logprobs")
+        seen.append((resp.headers["x-tierwise-tier"], content))
+    httpx.get(gateway.url + "/v1/costs/summary")  # flushes pending rows
+    engine = sa.create_engine(f"sqlite:///{gateway.db}")
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM ledger_requests ORDER BY id"))]
+    engine.dispose()
+    assert len(rows) == len(PROMPTS)
+    for (tier, content), row in zip(seen, rows):
+        assert row["tier"] == tier and row["route_policy"] == "cascade" and row["status"] == "ok"
+        assert row["escalated"] == (row["cascade_confidence"] < threshold)
+        assert tier == ("teacher" if row["escalated"] else "student")
+        assert (row["extra_completion_tokens"] or 0) > 0 if row["escalated"] else not row["extra_cost"]
+        if tier == "student" or "Intent" in content:
+            assert parse_intent(content), content
+    assert any(not row["escalated"] for row in rows[:3]), "the student kept none of the support requests"
+    metrics = httpx.get(gateway.url + "/metrics").text
+    escalated = sum(bool(r["escalated"]) for r in rows)
+    assert f"tierwise_cascade_escalations_total {float(escalated)}" in metrics
