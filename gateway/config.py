@@ -7,7 +7,9 @@ The embedded defaults (``defaults.yaml``) run the teacher and the distilled stud
 this machine with vLLM; a user file replaces them wholesale.
 
 Strings may hold ``{project_root}``, ``{model_cache}``, ``{state_dir}`` and ``{env:NAME}``
-placeholders, expanded once at load time (the only place the environment is read).
+placeholders, expanded once at load time. Secrets are the exception: keys named by
+``*_env`` fields (provider API keys, the bootstrap admin key) are read from the environment
+where they are used, so they never sit in the parsed config or its printed form.
 """
 
 from __future__ import annotations

@@ -9,20 +9,15 @@ The digest detects accidents and naive edits; it is not a signature.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import zipfile
 from pathlib import Path
-from typing import Any
-
-import skops.io as sio
 
 from router.estimator import ComplexityRouter
 from router.scoring import Router
+from router.signed import DIGEST_MEMBER, UntrustedArtifactError, dump_signed, load_signed
 
 FORMAT = "tierwise-router"
 FORMAT_VERSION = 1
-DIGEST_MEMBER = "tierwise-digest.sha256"
 
 # The types a router artifact may contain beyond those skops trusts by default (NumPy,
 # SciPy sparse, the standard scikit-learn estimators, builtins). Anything else named in a
@@ -39,71 +34,21 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
 )
 
 
-class UntrustedArtifactError(ValueError):
-    """The file is not a router artifact we wrote, or it was changed since."""
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with zipfile.ZipFile(path) as zf:
-        for name in sorted(zf.namelist()):
-            if name == DIGEST_MEMBER:
-                continue
-            h.update(name.encode())
-            h.update(b"\0")
-            h.update(zf.read(name))
-    return h.hexdigest()
-
-
 def save_router(router: Router, path: Path | str) -> Path:
-    """Write ``router`` to ``path`` (skops archive plus content digest)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload: dict[str, Any] = {
+    """Write ``router`` to ``path`` (signed skops archive, see ``router/signed.py``)."""
+    return dump_signed({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "estimator": router.estimator,
         "threshold": float(router.threshold),
         # JSON text keeps the metadata free-form without widening the trusted-type list.
         "metadata_json": json.dumps(router.metadata, sort_keys=True),
-    }
-    sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
-    digest = _digest(path)
-    with zipfile.ZipFile(path, "a") as zf:
-        zf.writestr(DIGEST_MEMBER, digest)
-    return path
+    }, path)
 
 
 def load_router(path: Path | str) -> Router:
     """Load a router artifact, or raise ``UntrustedArtifactError`` / ``FileNotFoundError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"router artifact not found: {path}")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            stored = zf.read(DIGEST_MEMBER).decode().strip() if DIGEST_MEMBER in zf.namelist() else None
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # not a zip, no schema, unreadable: not ours
-        raise UntrustedArtifactError(f"{path} is not a skops router artifact ({exc})") from exc
-    foreign = sorted(set(untrusted) - TRUSTED_TYPES)
-    if foreign:
-        raise UntrustedArtifactError(
-            f"refusing to load {path}: it contains types outside the router's trusted list: {', '.join(foreign)}"
-        )
-    if stored is None:
-        raise UntrustedArtifactError(f"refusing to load {path}: no content digest (not written by router.save_router)")
-    if stored != _digest(path):
-        raise UntrustedArtifactError(f"refusing to load {path}: contents changed after it was written (digest mismatch)")
-    try:
-        payload = sio.load(path, trusted=list(untrusted))
-    except Exception as exc:
-        raise UntrustedArtifactError(f"{path} could not be loaded as a router artifact ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UntrustedArtifactError(f"{path} is a skops file but not a {FORMAT} artifact")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise UntrustedArtifactError(
-            f"{path} has router format version {payload.get('format_version')}, this code reads {FORMAT_VERSION}"
-        )
+    payload = load_signed(path, TRUSTED_TYPES, "router artifact", FORMAT, FORMAT_VERSION)
     estimator = payload.get("estimator")
     if not isinstance(estimator, ComplexityRouter):
         raise UntrustedArtifactError(f"{path} does not hold a ComplexityRouter")

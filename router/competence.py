@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,10 +33,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-import skops.io as sio
 from sklearn.base import BaseEstimator
 
-from router.artifact import DIGEST_MEMBER, UntrustedArtifactError, _digest
+from router.signed import UntrustedArtifactError, dump_signed, load_signed
 from router.features import CompactTfidfVectorizer
 from router.messages import Conversation, content_text
 
@@ -308,46 +306,15 @@ class CompetenceArtifact(NamedTuple):
 
 
 def save_competence(index: CompetenceIndex, path: Path | str, metadata: dict | None = None) -> Path:
-    """Write ``index`` as a skops archive with a content digest (see ``router/artifact.py``)."""
+    """Write ``index`` as a signed skops archive (see ``router/signed.py``)."""
     index._check_fitted()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
-               "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}
-    sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
-    digest = _digest(path)
-    with zipfile.ZipFile(path, "a") as zf:
-        zf.writestr(DIGEST_MEMBER, digest)
-    return path
+    return dump_signed({"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
+                        "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}, path)
 
 
 def load_competence(path: Path | str) -> CompetenceArtifact:
     """Load a competence index, or raise ``UntrustedArtifactError`` / ``FileNotFoundError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"competence index not found: {path}")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            stored = zf.read(DIGEST_MEMBER).decode().strip() if DIGEST_MEMBER in zf.namelist() else None
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # not a zip, no schema: not ours
-        raise UntrustedArtifactError(f"{path} is not a skops competence index ({exc})") from exc
-    foreign = sorted(set(untrusted) - TRUSTED_TYPES)
-    if foreign:
-        raise UntrustedArtifactError(f"refusing to load {path}: it contains types outside the trusted list: "
-                                     f"{', '.join(foreign)}")
-    if stored is None or stored != _digest(path):
-        raise UntrustedArtifactError(f"refusing to load {path}: "
-                                     + ("no content digest" if stored is None else "contents changed after it was written"))
-    try:
-        payload = sio.load(path, trusted=list(untrusted))
-    except Exception as exc:
-        raise UntrustedArtifactError(f"{path} could not be loaded as a competence index ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UntrustedArtifactError(f"{path} is a skops file but not a {FORMAT} artifact")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise UntrustedArtifactError(f"{path} has format version {payload.get('format_version')}, "
-                                     f"this code reads {FORMAT_VERSION}")
+    payload = load_signed(path, TRUSTED_TYPES, "competence index", FORMAT, FORMAT_VERSION)
     if not isinstance(payload.get("index"), CompetenceIndex):
         raise UntrustedArtifactError(f"{path} does not hold a CompetenceIndex")
     return CompetenceArtifact(payload["index"], json.loads(payload["metadata_json"]))

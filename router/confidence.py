@@ -26,23 +26,20 @@ the router (``router/artifact.py``). Torch-free; ``router`` never imports ``gate
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import skops.io as sio
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from router.artifact import DIGEST_MEMBER, UntrustedArtifactError
+from router.signed import UntrustedArtifactError, dump_signed, load_signed
 
 FORMAT = "tierwise-cascade-confidence"
 FORMAT_VERSION = 1
@@ -206,54 +203,19 @@ class ConfidenceArtifact(NamedTuple):
     metadata: dict
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with zipfile.ZipFile(path) as zf:
-        for name in sorted(zf.namelist()):
-            if name != DIGEST_MEMBER:
-                h.update(name.encode() + b"\0" + zf.read(name))
-    return h.hexdigest()
-
-
 def save_confidence(model: CascadeConfidence, path: Path | str, threshold: float, metadata: dict | None = None) -> Path:
-    """Write the fitted model, its serving threshold and a free-form card (JSON) with a content digest."""
+    """Write the fitted model, its serving threshold and a free-form card (JSON), signed (``router/signed.py``)."""
     model._check_fitted()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model, "threshold": float(threshold),
-               "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}
-    sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
-    digest = _digest(path)
-    with zipfile.ZipFile(path, "a") as zf:
-        zf.writestr(DIGEST_MEMBER, digest)
-    return path
+    return dump_signed({"format": FORMAT, "format_version": FORMAT_VERSION, "model": model,
+                        "threshold": float(threshold),
+                        "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}, path)
 
 
 def load_confidence(path: Path | str) -> ConfidenceArtifact:
     """Load a confidence model, or raise ``UntrustedArtifactError`` / ``FileNotFoundError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cascade confidence model not found: {path}")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            stored = zf.read(DIGEST_MEMBER).decode().strip() if DIGEST_MEMBER in zf.namelist() else None
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # not a zip, no schema: not ours
-        raise UntrustedArtifactError(f"{path} is not a skops cascade confidence model ({exc})") from exc
-    foreign = sorted(set(untrusted) - TRUSTED_TYPES)
-    if foreign:
-        raise UntrustedArtifactError(f"refusing to load {path}: it contains types outside the trusted list: "
-                                     f"{', '.join(foreign)}")
-    if stored is None or stored != _digest(path):
-        raise UntrustedArtifactError(f"refusing to load {path}: "
-                                     + ("no content digest" if stored is None else "contents changed after it was written"))
-    try:
-        payload = sio.load(path, trusted=list(untrusted))
-    except Exception as exc:
-        raise UntrustedArtifactError(f"{path} could not be loaded as a cascade confidence model ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT \
-            or payload.get("format_version") != FORMAT_VERSION or not isinstance(payload.get("model"), CascadeConfidence):
-        raise UntrustedArtifactError(f"{path} is a skops file but not a {FORMAT} v{FORMAT_VERSION} artifact")
+    payload = load_signed(path, TRUSTED_TYPES, "cascade confidence model", FORMAT, FORMAT_VERSION)
+    if not isinstance(payload.get("model"), CascadeConfidence):
+        raise UntrustedArtifactError(f"{path} does not hold a CascadeConfidence")
     return ConfidenceArtifact(payload["model"], float(payload["threshold"]), json.loads(payload["metadata_json"]))
 
 

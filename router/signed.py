@@ -1,0 +1,82 @@
+"""Signed skops archives: the one way router, competence and cascade artifacts are written and read.
+
+skops refuses to instantiate types outside a trusted list, and a content digest stored inside
+the archive makes any later edit (a swapped estimator, a changed threshold) a refusal rather
+than a silent change of behaviour. Each artifact kind brings its own trusted types and format
+name; the checks themselves are the same and live here once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+
+DIGEST_MEMBER = "tierwise-digest.sha256"
+
+
+class UntrustedArtifactError(ValueError):
+    """The file is not an artifact we wrote, or it was changed since."""
+
+
+def content_digest(path: Path) -> str:
+    """sha256 over every member's name and bytes, except the digest member itself."""
+    h = hashlib.sha256()
+    with zipfile.ZipFile(path) as zf:
+        for name in sorted(zf.namelist()):
+            if name == DIGEST_MEMBER:
+                continue
+            h.update(name.encode())
+            h.update(b"\0")
+            h.update(zf.read(name))
+    return h.hexdigest()
+
+
+def dump_signed(payload: dict[str, Any], path: Path | str) -> Path:
+    """Write ``payload`` as a compressed skops archive, then add its content digest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
+    digest = content_digest(path)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(DIGEST_MEMBER, digest)
+    return path
+
+
+def load_signed(path: Path | str, trusted_types: frozenset[str], what: str, fmt: str, fmt_version: int) -> dict:
+    """The payload of a signed archive of format ``fmt`` (``what`` names it in errors).
+
+    Raises ``FileNotFoundError`` for a missing file and ``UntrustedArtifactError`` for anything
+    we did not write: not a skops zip, a type outside ``trusted_types``, no or a wrong digest,
+    another format or format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            stored = zf.read(DIGEST_MEMBER).decode().strip() if DIGEST_MEMBER in zf.namelist() else None
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # not a zip, no schema, unreadable: not ours
+        raise UntrustedArtifactError(f"{path} is not a skops {what} ({exc})") from exc
+    foreign = sorted(set(untrusted) - trusted_types)
+    if foreign:
+        raise UntrustedArtifactError(
+            f"refusing to load {path}: it contains types outside the {what}'s trusted list: {', '.join(foreign)}")
+    if stored is None:
+        raise UntrustedArtifactError(f"refusing to load {path}: no content digest (not written by tierwise)")
+    if stored != content_digest(path):
+        raise UntrustedArtifactError(f"refusing to load {path}: contents changed after it was written (digest mismatch)")
+    try:
+        payload = sio.load(path, trusted=list(untrusted))
+    except Exception as exc:
+        raise UntrustedArtifactError(f"{path} could not be loaded as a {what} ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise UntrustedArtifactError(f"{path} is a skops file but not a {fmt} artifact")
+    if payload.get("format_version") != fmt_version:
+        raise UntrustedArtifactError(
+            f"{path} has {fmt} format version {payload.get('format_version')}, this code reads {fmt_version}")
+    return payload
