@@ -88,6 +88,13 @@ class SamplingProxy:
             error = exc if isinstance(exc, GatewayError) else _as_gateway_error(exc)
             error.headers = {**(error.headers or {}), **self._headers(record)}
             raise error from None
+        except asyncio.CancelledError:
+            # The client went away (or the server is stopping) before the answer: still book the row
+            # and release the key's budget hold, without awaiting anything more (we are cancelled).
+            record.status, record.http_status = "client_disconnected", CLIENT_CLOSED_REQUEST
+            record.error = "client went away before the answer"
+            self._finish_nowait(record, state)
+            raise
         except Exception as exc:  # noqa: BLE001 - a bug of ours: still booked, a 500, one bounded log line
             unhandled_errors.report(f"request {record.request_id} failed", exc)
             error = internal_error()
