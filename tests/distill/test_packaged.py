@@ -120,6 +120,7 @@ def test_assemble_merges_and_checks_hashes(teacher_dir, tmp_path):
     shutil.copytree(teacher_dir, cache / "base-teacher", copy_function=asm._link_or_copy)
     rep = asm.assemble(cache, art)
     assert rep.built["teacher"].startswith("built") and rep.built["student"].startswith("built")
+    assert rep.built["teacher-adapter"].startswith("built")  # the LoRA dir the flagship process serves
     base, merged = load_state(teacher_dir), load_state(cache / "teacher")
     k = "model.layers.0.self_attn.q_proj.weight"
     assert torch.allclose(merged[k], base[k] + 2.0 * (b @ a), atol=1e-6)
@@ -128,7 +129,8 @@ def test_assemble_merges_and_checks_hashes(teacher_dir, tmp_path):
     assert torch.equal(st["model.layers.1.mlp.up_proj.weight"], base["model.layers.29.mlp.up_proj.weight"].half().float())
     assert is_complete(cache / "student")
     rep2 = asm.assemble(cache, art)
-    assert rep2.built == {"base-teacher": "up to date", "teacher": "up to date", "student": "up to date"}
+    assert rep2.built == {"base-teacher": "up to date", "teacher": "up to date", "teacher-adapter": "up to date",
+                          "student": "up to date"}
     # a tampered shipped file is refused
     with open(art / "student" / "student-00001-of-00001.safetensors", "ab") as f:
         f.write(b"x")
