@@ -82,14 +82,23 @@ def spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Pop
 
 
 def start_stub(tmp: Path, tokens: int = 16, token_delay_ms: float = 0, port: int | None = None,
-               word: str = "tok") -> ServerProcess:
+               word: str = "tok", timeout_s: float = 180) -> ServerProcess:
+    """Run the stub upstream and wait until it answers; a stub that does not come up is stopped.
+
+    The wait is generous because a loaded 2-core CI box can take tens of seconds to import it.
+    """
     port = port or free_port()
-    log = tmp / f"stub-{port}.log"
+    log = tmp / f"stub-{word}-{port}.log"
     proc = spawn(["gateway", "stub-upstream", "--port", str(port), "--tokens", str(tokens),
-                   "--token-delay-ms", str(token_delay_ms), "--word", word], log)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(url + "/health").status_code == 200, 30, "stub upstream", proc, log)
-    return ServerProcess(proc, url, log)
+                  "--token-delay-ms", str(token_delay_ms), "--word", word], log)
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_until(lambda: httpx.get(server.url + "/health").status_code == 200, timeout_s, "stub upstream",
+                   proc, log)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def start_gateway(config: dict, tmp: Path, *, ready_tiers: int | None = None, timeout_s: float = 600,

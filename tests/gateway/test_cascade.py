@@ -25,7 +25,7 @@ from gateway.tiers.openai_http import OpenAIHTTPTier
 from router.confidence import CascadeConfidence, logprob_features, save_confidence
 from support.configs import STUDENT, TEACHER, stub_config
 from support.ledger import ledger_rows
-from support.processes import REPO, ServerProcess, free_port, start_gateway, wait_until
+from support.processes import REPO, ServerProcess, free_port, start_gateway, start_stub
 
 DECISION_TOKENS = 4
 ANSWER_TOKENS = 12
@@ -33,19 +33,7 @@ UNSURE = "[logprob=-4]"
 
 
 def start_logprob_stub(tmp: Path, word: str) -> ServerProcess:
-    port = free_port()
-    log = tmp / f"stub-{word}-{port}.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.devtools.stub_upstream", "--port", str(port),
-                                 "--tokens", str(ANSWER_TOKENS), "--word", word, "--logprob", "-0.05"],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_until(lambda: httpx.get(server.url + "/health").status_code == 200, 180, f"{word} stub", proc, log)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return start_stub(tmp, tokens=ANSWER_TOKENS, word=word)  # logprob -0.05 per token by default
 
 
 @pytest.fixture(scope="module")

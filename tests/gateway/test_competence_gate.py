@@ -14,30 +14,14 @@ import yaml
 
 from support.configs import stub_config
 from support.ledger import ledger_rows
-from support.processes import REPO, ServerProcess, free_port, start_gateway, wait_until
+from support.processes import REPO, ServerProcess, free_port, start_gateway, start_stub
 
 SHIPPED_INDEX = REPO / "artifacts" / "tiers" / "student" / "competence.skops"
 SUPPORT = "You are a bank's customer-support assistant. Name the intent of the customer's message, then reply briefly."
 
 
 def start_tier_stub(tmp: Path, word: str) -> ServerProcess:
-    """A stub upstream that answers with ``word``: the tier that answered is in the reply.
-
-    Like ``support.processes.start_stub``, with a start-up wait that survives a loaded CI box
-    and a process that is stopped when it does not come up.
-    """
-    port = free_port()
-    log = tmp / f"stub-{word}-{port}.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "stub-upstream", "--port", str(port),
-                                 "--tokens", "3", "--word", word], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_until(lambda: httpx.get(server.url + "/health").status_code == 200, 180, f"{word} stub", proc, log)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return start_stub(tmp, tokens=3, word=word)
 
 
 @pytest.fixture(scope="module")
