@@ -1,7 +1,8 @@
 """The FastAPI application factory.
 
 ``create_app(config)`` builds an app whose lifespan owns every resource: the shared HTTP
-client, the tiers (vLLM children included), the routing policy, and the ledger writer. On
+client, the tiers (vLLM children included), the routing policy, the ledger writer and the
+booking, and the serving objects the routes fetch (``entrypoints.dependencies``). On
 shutdown, tiers stop taking work first, then the ledger drains, so no row is lost.
 """
 
@@ -20,14 +21,18 @@ from gateway.auth.authenticator import Authenticator
 from gateway.auth.keys import KeyStore
 from gateway.config import GatewayConfig, load_config
 from gateway.entrypoints.chat_completion.api_router import router as chat_router
+from gateway.entrypoints.chat_completion.serving import ServingChat
 from gateway.entrypoints.completion.api_router import router as completion_router
+from gateway.entrypoints.completion.serving import ServingCompletion
 from gateway.entrypoints.costs.api_router import router as costs_router
 from gateway.entrypoints.health.api_router import router as health_router
 from gateway.entrypoints.keys.api_router import router as keys_router
-from gateway.entrypoints.metrics_api import router as metrics_router
+from gateway.entrypoints.engine.sinks import settle_sink, shadow_sink
+from gateway.entrypoints.metrics.api_router import router as metrics_router
 from gateway.entrypoints.models.api_router import router as models_router
 from gateway.errors import install_error_handlers
 from gateway.ledger import queries
+from gateway.ledger.booking import Booking
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.schema import make_engine
 from gateway.ledger.writer import LedgerWriter
@@ -70,9 +75,16 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         await auth.start()
         limiter = build_limiter(config.limits, lambda key_id, since: queries.spent_since(engine, key_id, since))
         shadow = ShadowSampler(config, tiers, engine, pricing, metrics, policy)
+        booking = Booking(ledger, pricing, metrics, durability=config.ledger.durability,
+                          commit_timeout_s=config.ledger.commit_timeout_s,
+                          sinks=[shadow_sink(shadow), settle_sink(limiter)])
         app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
                                           ledger=ledger, pricing=pricing, metrics=metrics, keys=keys, auth=auth,
-                                          limiter=limiter, shadow=shadow)
+                                          limiter=limiter, shadow=shadow, booking=booking)
+        engine_collaborators = dict(config=config, tiers=tiers, policy=policy, booking=booking, pricing=pricing,
+                                    limiter=limiter, shadow=shadow, metrics=metrics)
+        app.state.serving_chat = ServingChat(**engine_collaborators)
+        app.state.serving_completion = ServingCompletion(**engine_collaborators)
         wait = tier_wait_s if tier_wait_s is not None else max(
             [t.vllm.startup_timeout_s for t in config.model_list if t.vllm] or [10.0])
         try:

@@ -35,7 +35,13 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away before t
 
 
 class GatewayError(Exception):
-    """An error with its HTTP status and OpenAI error fields."""
+    """An error with its HTTP status and OpenAI error fields: the gateway's one error type.
+
+    ``upstream`` marks an error a tier sent or caused (unreachable, timed out, refused): the
+    request path fails over on those and books them as ``error`` rather than ``rejected``.
+    The client sees an upstream 4xx as ``invalid_request_error`` (the request was bad for
+    every tier), anything else with the upstream's own type.
+    """
 
     def __init__(
         self,
@@ -46,6 +52,7 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        upstream: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -54,12 +61,30 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.headers = headers
+        self.upstream = upstream
+
+    @property
+    def client_type(self) -> str:
+        """The OpenAI ``error.type`` the client sees."""
+        if self.upstream and self.status_code < 500:
+            return "invalid_request_error"
+        return self.type
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.client_type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
+
+
+def upstream_error(status_code: int, message: str, *, type: str = "upstream_error",
+                   code: str | None = None) -> GatewayError:
+    """A tier answered with an error, or could not be reached.
+
+    ``status_code`` is what the client should see: the upstream's own 4xx is relayed (its
+    message is the useful one), connection failures become 502/503/504.
+    """
+    return GatewayError(message, status_code=status_code, type=type, code=code, upstream=True)
 
 
 def model_not_found(model: str) -> GatewayError:

@@ -5,7 +5,7 @@ then sends its headers slowly or never: 500 such sockets sat for as long as thei
 liked. Here every request's headers must be complete within ``header_read_timeout_s`` of the
 connection opening (or of the request's first byte on a kept-alive connection); otherwise the
 client gets a bare 408 and the socket is closed. Bodies have their own deadline, enforced
-where they are read (``gateway.entrypoints.body``).
+where they are read (``gateway.entrypoints.engine.body``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from gateway.ledger.booking import RequestRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -48,20 +53,20 @@ class GatewayMetrics:
         self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger",
                                     registry=self.registry)
 
-    def observe(self, row: dict) -> None:
-        """Count one finished request from its ledger row."""
-        tier = row.get("tier") or "none"
-        status = row["status"]
-        self.requests.labels(tier, row["endpoint"], status).inc()
-        self.tokens.labels(tier, "prompt").inc(row["prompt_tokens"])
-        self.tokens.labels(tier, "completion").inc(row["completion_tokens"])
-        self.cost.labels(tier, status).inc(row["cost"])
-        self.teacher_cost.labels(tier, status).inc(row["teacher_cost"])
-        if row.get("latency_ms") is not None:
-            self.latency.labels(tier, status).observe(row["latency_ms"] / 1000)
-        if row.get("ttft_ms") is not None:
-            self.ttft.labels(tier).observe(row["ttft_ms"] / 1000)
-        if row.get("route_score") is not None:
-            self.route_score.observe(row["route_score"])
-        if row.get("escalated") is not None:
-            (self.cascade_escalations if row["escalated"] else self.cascade_accepted).inc()
+    def observe(self, record: RequestRecord) -> None:
+        """Count one finished request from its booked record (costs and latency set)."""
+        tier = record.tier or "none"
+        status = record.status
+        self.requests.labels(tier, record.endpoint, status).inc()
+        self.tokens.labels(tier, "prompt").inc(record.prompt_tokens)
+        self.tokens.labels(tier, "completion").inc(record.completion_tokens)
+        self.cost.labels(tier, status).inc(record.cost)
+        self.teacher_cost.labels(tier, status).inc(record.teacher_cost)
+        if record.latency_ms is not None:
+            self.latency.labels(tier, status).observe(record.latency_ms / 1000)
+        if record.ttft_ms is not None:
+            self.ttft.labels(tier).observe(record.ttft_ms / 1000)
+        if record.decision is not None and record.decision.score is not None:
+            self.route_score.observe(record.decision.score)
+        if record.escalated is not None:
+            (self.cascade_escalations if record.escalated else self.cascade_accepted).inc()

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.keys import KeyStore
 from gateway.config import GatewayConfig
+from gateway.ledger.booking import Booking
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.writer import LedgerWriter
 from gateway.limits import Limiter
@@ -33,4 +34,4 @@ class GatewayState:
     auth: Authenticator
     limiter: Limiter
     shadow: ShadowSampler
-    in_flight: int = 0  # sampling requests being handled now (the ledger's inline-commit signal)
+    booking: Booking

@@ -1,4 +1,5 @@
-"""The FastAPI dependencies the routes share: the app's state, the calling key, admin access.
+"""The FastAPI dependencies the routes share: the app's state, the serving objects, the
+calling key, admin access.
 
 They live with the entrypoints (not in ``gateway/auth`` or ``gateway/state.py``) so that the
 lower layers never import the web layer and the state never imports back into auth.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from fastapi import Depends, Request
 
 from gateway.auth.keys import ApiKey
+from gateway.entrypoints.engine.serving import SamplingServing
 from gateway.errors import GatewayError
 from gateway.state import GatewayState
 
@@ -20,6 +22,16 @@ async def get_state(request: Request) -> GatewayState:
     thread hop on every request for what is an attribute read.
     """
     return request.app.state.tierwise
+
+
+async def chat_serving(request: Request) -> SamplingServing:
+    """The ``/v1/chat/completions`` serving object, built by the lifespan."""
+    return request.app.state.serving_chat
+
+
+async def completion_serving(request: Request) -> SamplingServing:
+    """The ``/v1/completions`` serving object, built by the lifespan."""
+    return request.app.state.serving_completion
 
 
 async def caller(request: Request, state: GatewayState = Depends(get_state)) -> ApiKey | None:

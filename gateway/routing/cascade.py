@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.errors import GatewayError
 from gateway.routing.policy import RouteDecision, RoutingPolicy
-from gateway.tiers.base import Endpoint, Tier, UpstreamError, UpstreamReply
+from gateway.tiers.base import Endpoint, Tier, UpstreamReply
 from gateway.tiers.stream_usage import estimate_prompt_tokens
 
 log = logging.getLogger("gateway.routing")
@@ -140,7 +141,7 @@ class CascadeTier:
     async def _teacher_reply(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
         try:
             reply = await self.teacher.complete(endpoint, body)
-        except UpstreamError as exc:
+        except GatewayError as exc:
             if exc.status_code >= 500:
                 self.teacher.breaker.failure()
             raise
@@ -200,7 +201,7 @@ class CascadeTier:
                 if event.strip().replace(b" ", b"") == b"data:[DONE]" or _decision_window_done(
                         tokens, self.cascade.decision_tokens):
                     break
-        except UpstreamError as exc:
+        except GatewayError as exc:
             if exc.status_code < 500:
                 await events.aclose()
                 raise  # the request itself is bad: the teacher would refuse it too
@@ -237,7 +238,7 @@ class CascadeTier:
             try:
                 async for event in teacher_events:
                     yield event
-            except UpstreamError as exc:
+            except GatewayError as exc:
                 if exc.status_code >= 500:
                     self.teacher.breaker.failure()
                 raise

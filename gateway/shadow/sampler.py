@@ -23,13 +23,14 @@ from sqlalchemy.engine import Engine
 
 from gateway.answer_text import choice_text
 from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.schema import shadow_pairs_table
 from gateway.metrics import GatewayMetrics
 from gateway.routing.policy import RoutingPolicy
 from gateway.shadow.agreement import agreement
 from gateway.shadow.drift import DriftMonitor
-from gateway.tiers.base import Endpoint, UpstreamError
+from gateway.tiers.base import Endpoint
 from gateway.tiers.registry import TierRegistry
 
 log = logging.getLogger("gateway.shadow")
@@ -80,7 +81,7 @@ class ShadowSampler:
                "prompt": json.dumps(body.get("messages", body.get("prompt"))) if self.store_prompts else None}
         try:
             reply = await reference.complete(endpoint, shadow_body)
-        except UpstreamError as exc:
+        except GatewayError as exc:
             # Upstream error messages can quote the request: stored only with content.
             row["error"] = exc.message if self.store_texts else f"reference tier failed ({exc.status_code})"
         else:

@@ -36,21 +36,6 @@ class UpstreamReply:
     data: dict
 
 
-class UpstreamError(Exception):
-    """The tier answered with an error, or could not be reached.
-
-    ``status_code`` is what the client should see: the upstream's own 4xx is relayed (its
-    message is the useful one), connection failures become 502/503/504.
-    """
-
-    def __init__(self, status_code: int, message: str, *, type: str = "upstream_error", code: str | None = None):
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.type = type
-        self.code = code
-
-
 class Tier(ABC):
     """One configured model tier, with its health state and circuit breaker."""
 
@@ -123,11 +108,11 @@ class Tier(ABC):
 
     @abstractmethod
     async def complete(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
-        """Send a non-streaming request; raise UpstreamError on failure."""
+        """Send a non-streaming request; raise an upstream ``GatewayError`` on failure."""
 
     @abstractmethod
     def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
         """Yield the answer as SSE events (``b"data: {...}\\n\\n"``), ending with ``data: [DONE]``.
 
-        Raises UpstreamError before the first event if the tier refuses the request.
+        Raises an upstream ``GatewayError`` before the first event if the tier refuses the request.
         """

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.config import TierConfig
-from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamError, UpstreamReply
+from gateway.errors import GatewayError, upstream_error
+from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamReply
 
 # litellm fetches its cost map from the network at import unless told not to; the copy in
 # the package is what a gateway with no egress must use.
@@ -27,11 +28,11 @@ def _litellm() -> Any:
     return litellm
 
 
-def _as_upstream_error(exc: Exception) -> UpstreamError:
+def _as_upstream_error(exc: Exception) -> GatewayError:
     """litellm maps provider errors to exceptions carrying ``status_code``; keep the client's 4xx,
     make everything else a 502 (the tier's fault, which counts against its circuit)."""
     status = int(getattr(exc, "status_code", 502) or 502)
-    return UpstreamError(status if 400 <= status < 500 else 502, str(getattr(exc, "message", exc)))
+    return upstream_error(status if 400 <= status < 500 else 502, str(getattr(exc, "message", exc)))
 
 
 class LiteLLMTier(Tier):
@@ -63,7 +64,7 @@ class LiteLLMTier(Tier):
         self._last_probe = now
         try:
             await self._call("chat", {**self._kwargs(self.PROBE_BODY), "timeout": min(self.config.timeout_s, 10.0)})
-        except UpstreamError as exc:
+        except GatewayError as exc:
             self.detail = f"health probe failed: {exc.message[:200]}"
             return False
         self.detail = ""
@@ -98,7 +99,7 @@ class LiteLLMTier(Tier):
         chunks = aiter(response)
         while True:
             # An error mid-stream (the provider dropped the connection, sent an error event)
-            # must reach the relay as an UpstreamError, so the row says `error`, not `ok`.
+            # must reach the relay as an upstream GatewayError, so the row says `error`, not `ok`.
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:

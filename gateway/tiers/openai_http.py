@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from gateway.config import TierConfig
-from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamError, UpstreamReply
+from gateway.errors import GatewayError, upstream_error
+from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamReply
 
 log = logging.getLogger("gateway.tiers")
 
@@ -45,10 +46,10 @@ TransportErrors = (aiohttp.ClientError, TimeoutError)
 STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
-def _transport_error(tier: str, exc: BaseException) -> UpstreamError:
+def _transport_error(tier: str, exc: BaseException) -> GatewayError:
     if isinstance(exc, TimeoutError):
-        return UpstreamError(504, f"tier `{tier}` timed out", type="timeout_error", code="upstream_timeout")
-    return UpstreamError(502, f"tier `{tier}` could not be reached: {type(exc).__name__}", code="upstream_unreachable")
+        return upstream_error(504, f"tier `{tier}` timed out", type="timeout_error", code="upstream_timeout")
+    return upstream_error(502, f"tier `{tier}` could not be reached: {type(exc).__name__}", code="upstream_unreachable")
 
 
 class OpenAIHTTPTier(Tier):
@@ -113,11 +114,11 @@ class OpenAIHTTPTier(Tier):
             except TransportErrors as exc:
                 raise _transport_error(self.name, exc) from exc
         if status != 200:
-            raise UpstreamError(status if status < 500 else 502, _error_message(content))
+            raise upstream_error(status if status < 500 else 502, _error_message(content))
         try:
             data = json.loads(content)
         except ValueError as exc:
-            raise UpstreamError(502, f"tier `{self.name}` sent a body that is not JSON") from exc
+            raise upstream_error(502, f"tier `{self.name}` sent a body that is not JSON") from exc
         return UpstreamReply(content=content, data=data)
 
     async def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
@@ -130,7 +131,7 @@ class OpenAIHTTPTier(Tier):
         try:
             if resp.status != 200:
                 content = await resp.read()
-                raise UpstreamError(resp.status if resp.status < 500 else 502, _error_message(content))
+                raise upstream_error(resp.status if resp.status < 500 else 502, _error_message(content))
             buffer = b""
             async for chunk in resp.content.iter_any():
                 buffer += chunk

@@ -14,7 +14,9 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.ledger.booking import RequestRecord
 from gateway.metrics import GatewayMetrics
+from gateway.routing.policy import RouteDecision
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "tierwise-dashboard.json"
 
@@ -24,9 +26,9 @@ PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", 
 
 def exposed_names() -> set[str]:
     metrics = GatewayMetrics()
-    metrics.observe({"tier": "student", "endpoint": "chat", "status": "ok", "prompt_tokens": 5,
-                     "completion_tokens": 7, "cost": 0.1, "teacher_cost": 0.4, "latency_ms": 120.0,
-                     "ttft_ms": 30.0, "route_score": 0.3})
+    metrics.observe(RequestRecord(endpoint="chat", tier="student", prompt_tokens=5, completion_tokens=7, cost=0.1,
+                                  teacher_cost=0.4, latency_ms=120.0, ttft_ms=30.0,
+                                  decision=RouteDecision("student", score=0.3, threshold=0.5, policy="trained")))
     metrics.tier_up.labels("student").set(1)  # as GET /metrics does
     metrics.ledger_backlog.set(0)
     text = generate_latest(metrics.registry).decode()

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.entrypoints.protocol_common import SamplingRequest
+from gateway.entrypoints.engine.protocol import SamplingRequest
 
 
 class ContentPart(BaseModel):

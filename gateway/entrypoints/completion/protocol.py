@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from gateway.entrypoints.protocol_common import SamplingRequest
+from gateway.entrypoints.engine.protocol import SamplingRequest
 
 
 class CompletionRequest(SamplingRequest):

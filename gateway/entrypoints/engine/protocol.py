@@ -1,4 +1,4 @@
-"""Request fields shared by ``/v1/chat/completions`` and ``/v1/completions``.
+"""The engine protocol: request fields shared by ``/v1/chat/completions`` and ``/v1/completions``.
 
 The models validate what the gateway relies on (types, ranges, NaN) and let every other
 field through untouched (``extra="allow"``), so vLLM's own sampling extensions reach the
@@ -47,3 +47,7 @@ class SamplingRequest(BaseModel):
     def completion_budget(self) -> int | None:
         """The number of tokens the client allows the answer (checked against the context)."""
         return self.max_tokens
+
+    def routing_messages(self) -> list[dict[str, str]]:
+        """What the router reads: plain ``{"role", "content"}`` turns (each endpoint says how)."""
+        raise NotImplementedError(f"{type(self).__name__} must say what the router reads")
