@@ -1,5 +1,7 @@
 """The cost ledger's tables: a row per request, whatever its outcome (plus keys, shadow pairs,
-and the dead letters the database refused).
+the dead letters the database refused, captured pairs and drift state). Their DDL is owned
+by the Alembic revisions in ``migrations/``; these ``Table`` objects are what queries use, and
+a test checks the two agree.
 
 Each row holds what happened (tier, tokens, latency, status) and what it cost next to what
 the same tokens would have cost on the teacher, so savings are a SUM away.
@@ -25,9 +27,10 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
-    text,
 )
 from sqlalchemy.engine import Engine
+
+from gateway.ledger.migrate import upgrade_to_head
 
 metadata = MetaData()
 
@@ -69,6 +72,8 @@ requests_table = Table(
     Column("extra_prompt_tokens", Integer),
     Column("extra_completion_tokens", Integer),
     Column("extra_cost", Float),
+    # The workload the request named (``x-tierwise-workload``; issue #13), for capture and reports.
+    Column("workload", String(128), index=True),
 )
 
 
@@ -99,6 +104,7 @@ api_keys_table = Table(
     Column("tpm", Integer),
     Column("budget", Float),
     Column("budget_period", String(8)),
+    Column("capture", Boolean, nullable=False, default=False),  # opted in to content capture
 )
 
 
@@ -164,14 +170,14 @@ def open_existing(url: str) -> Engine:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with the tables created; SQLite in WAL mode so readers never block the writer."""
+    """An engine on a database migrated to the current schema (``migrate.py``); SQLite in WAL
+    mode so readers never block the writer."""
     url = normalise_url(url)
     path = _sqlite_path(url)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = _engine(url)
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
+    upgrade_to_head(engine)
     return engine
 
 
@@ -195,23 +201,33 @@ def _engine(url: str) -> Engine:
     return engine
 
 
-# Columns added after the first release, with their DDL type. ``create_all`` leaves an existing
-# table alone, so an old ledger gets them here (Alembic migrations are issue #13's business).
-_ADDED_COLUMNS = {"ledger_requests": {"usage_source": "VARCHAR(16)", "cascade_confidence": "FLOAT",
-                                       "escalated": "BOOLEAN", "extra_prompt_tokens": "INTEGER",
-                                       "extra_completion_tokens": "INTEGER", "extra_cost": "FLOAT"}}
+# Teacher-served request/response pairs kept for distillation (gateway/capture/): redacted,
+# sampled, capped per workload and purged after the retention period.
+captures_table = Table(
+    "captures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("workload", String(128), nullable=False, index=True),
+    Column("api_key_id", String(64)),
+    Column("endpoint", String(32), nullable=False),
+    Column("tier", String(128), nullable=False),
+    Column("request_json", Text, nullable=False),
+    Column("response_json", Text, nullable=False),
+    Column("logprobs_json", Text),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("size_bytes", Integer, nullable=False),
+    Column("redactions", Integer, nullable=False, default=0),
+)
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Add nullable columns that an existing ledger (made by an older gateway) lacks."""
-    inspector = inspect(engine)
-    for table, columns in _ADDED_COLUMNS.items():
-        present = {c["name"] for c in inspector.get_columns(table)}
-        missing = {name: ddl for name, ddl in columns.items() if name not in present}
-        if not missing:
-            continue
-        with engine.begin() as conn:
-            for name, ddl in missing.items():
-                # Two replicas may race here: IF NOT EXISTS (Postgres) keeps the loser quiet.
-                exists = " IF NOT EXISTS" if engine.dialect.name == "postgresql" else ""
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN{exists} {name} {ddl}"))
+# The drift monitor's state per monitored tier, shared by replicas and kept across restarts.
+drift_state_table = Table(
+    "drift_state",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("state_json", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
