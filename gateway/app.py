@@ -8,6 +8,7 @@ shutdown, tiers stop taking work first, then the ledger drains, so no row is los
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,8 @@ from fastapi import FastAPI
 
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.keys import KeyStore
+from gateway.capture.policy import CapturePolicy
+from gateway.capture.store import CaptureStore
 from gateway.config import GatewayConfig, load_config
 from gateway.entrypoints.chat_completion.api_router import router as chat_router
 from gateway.entrypoints.chat_completion.serving import ServingChat
@@ -27,6 +30,7 @@ from gateway.entrypoints.completion.serving import ServingCompletion
 from gateway.entrypoints.costs.api_router import router as costs_router
 from gateway.entrypoints.health.api_router import router as health_router
 from gateway.entrypoints.keys.api_router import router as keys_router
+from gateway.entrypoints.engine.capture import capture_sink
 from gateway.entrypoints.engine.sinks import settle_sink, shadow_sink
 from gateway.entrypoints.metrics.api_router import router as metrics_router
 from gateway.entrypoints.models.api_router import router as models_router
@@ -75,14 +79,21 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         await auth.start()
         limiter = build_limiter(config.limits, lambda key_id, since: queries.spent_since(engine, key_id, since))
         shadow = ShadowSampler(config, tiers, engine, pricing, metrics, policy)
+        await shadow.start()
+        captures = CaptureStore(engine, config.capture)
+        capture_tiers = set(config.capture.tiers or [t.model_name for t in config.model_list if t.role == "teacher"])
+        capture = CapturePolicy(config.capture, capture_tiers, auth_enabled=config.auth.enabled,
+                                counts=await asyncio.to_thread(captures.counts) if config.capture.enabled else {})
+        if config.capture.enabled:
+            await captures.start()
         booking = Booking(ledger, pricing, metrics, durability=config.ledger.durability,
                           commit_timeout_s=config.ledger.commit_timeout_s,
-                          sinks=[shadow_sink(shadow), settle_sink(limiter)])
+                          sinks=[shadow_sink(shadow), settle_sink(limiter), capture_sink(capture, captures)])
         app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
                                           ledger=ledger, pricing=pricing, metrics=metrics, keys=keys, auth=auth,
                                           limiter=limiter, shadow=shadow, booking=booking)
         engine_collaborators = dict(config=config, tiers=tiers, policy=policy, booking=booking, pricing=pricing,
-                                    limiter=limiter, shadow=shadow, metrics=metrics)
+                                    limiter=limiter, shadow=shadow, metrics=metrics, capture=capture)
         app.state.serving_chat = ServingChat(**engine_collaborators)
         app.state.serving_completion = ServingCompletion(**engine_collaborators)
         wait = tier_wait_s if tier_wait_s is not None else max(
@@ -98,6 +109,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         finally:
             await shadow.stop()
             await tiers.stop()
+            await captures.stop()
             await client.close()
             await limiter.close()
             await ledger.stop()

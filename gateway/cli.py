@@ -168,13 +168,14 @@ def keys_create(
     tpm: int | None = typer.Option(None, help="tokens per minute"),
     budget: float | None = typer.Option(None, help="money per --budget-period"),
     budget_period: str | None = typer.Option(None, help="day or month"),
+    capture: bool = typer.Option(False, help="opt this key's traffic in to content capture (capture: in the config)"),
     config: Path | None = _CONFIG_OPT,
     ledger_url: str | None = _LEDGER_OPT,
 ) -> None:
     """Create a key and print its secret once (it is stored only as a hash)."""
     try:
         key, secret = _key_store(config, ledger_url).create(name, admin=admin, rpm=rpm, tpm=tpm, budget=budget,
-                                                            budget_period=budget_period)
+                                                            budget_period=budget_period, capture=capture)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     console.print(f"created [bold]{key.id}[/] ({name}{', admin' if admin else ''}); the secret is shown once:")
@@ -238,3 +239,34 @@ def shadow_export(
 
 def main() -> None:
     app()
+
+
+capture_app = typer.Typer(help="Captured teacher answers (the flywheel's data): counts and retention.",
+                          no_args_is_help=True)
+app.add_typer(capture_app, name="capture")
+
+
+def _capture_store(config: Path | None, ledger_url: str | None):
+    from gateway.capture.store import CaptureStore
+    from gateway.ledger.schema import make_engine
+
+    cfg = load_config(config)
+    return CaptureStore(make_engine(ledger_url or cfg.ledger.url), cfg.capture)
+
+
+@capture_app.command("stats")
+def capture_stats(config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT) -> None:
+    """Captured records per workload."""
+    counts = _capture_store(config, ledger_url).counts()
+    if not counts:
+        console.print("no captured records")
+    for workload, count in sorted(counts.items()):
+        typer.echo(f"{workload}\t{count}")
+
+
+@capture_app.command("purge")
+def capture_purge(config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT) -> None:
+    """Delete captured records older than capture.retention_days (the gateway also does this hourly)."""
+    store = _capture_store(config, ledger_url)
+    deleted = store.purge_expired()
+    console.print(f"purged {deleted} records older than {store.config.retention_days:g} days")

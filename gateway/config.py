@@ -202,6 +202,30 @@ class LedgerConfig(_Strict):
     store_content: bool = Field(default=False, description="store prompts/completions (off: privacy)")
 
 
+class CaptureConfig(_Strict):
+    """Keeping teacher-served requests and answers as training data for the next student
+    (the flywheel, issue #13). Off unless turned on, and then only for the workloads listed
+    and, with auth on, only for keys created with ``--capture`` (opt-in twice).
+
+    A request names its workload with the ``workload_header`` (default ``default``). What is
+    kept is redacted first (e-mail addresses, phone numbers, card numbers, IBANs), sampled at
+    ``sample_rate``, capped per workload and per record, and purged after ``retention_days``.
+    When the answering tier can return them, the teacher's top-``logprobs_top_k`` token
+    log-probabilities are asked for and kept too (the client only gets logprobs it asked for).
+    """
+
+    enabled: bool = False
+    workloads: list[str] | Literal["*"] = Field(default="*", description="workloads to capture, or '*'")
+    tiers: list[str] | None = Field(default=None, description="capture answers of these tiers (default: role teacher)")
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    retention_days: float = Field(default=30.0, gt=0)
+    max_record_bytes: int = Field(default=64_000, ge=256, description="a bigger request+answer is skipped")
+    max_records_per_workload: int = Field(default=20_000, ge=1, description="stop capturing a workload at this count")
+    logprobs_top_k: int = Field(default=5, ge=0, le=20, description="0: do not ask tiers for logprobs")
+    workload_header: str = "x-tierwise-workload"
+    default_workload: str = Field(default="default", min_length=1, max_length=128)
+
+
 class AuthConfig(_Strict):
     """API keys. On unless a config turns it off (the embedded local demo does).
 
@@ -283,6 +307,7 @@ class GatewayConfig(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     teacher: str | None = Field(default=None, description="tier priced as the counterfactual; default: the role: teacher tier")
     state_dir: str = "{project_root}/.tierwise"

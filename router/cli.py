@@ -61,6 +61,40 @@ def _metrics_table(metrics: dict, title: str) -> Table:
     return table
 
 
+MIN_TRAIN_PROMPTS = 20
+
+
+def _fail(message: str) -> None:
+    """Stop with a readable message and exit code 2 (no traceback)."""
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _check_trainable(data: RoutingData, target: str) -> str:
+    """The head target to fit, or a clear stop when the data cannot teach a router anything.
+
+    A shadow export (``python -m gateway shadow export``) marks the reference tier correct on
+    every row: its column is constant, so the right target is the cheap tier's own failures
+    ("gap"), not a head per column (which would fit a one-class head).
+    """
+    if len(data) < MIN_TRAIN_PROMPTS:
+        _fail(f"{len(data)} prompts; a router needs at least {MIN_TRAIN_PROMPTS} (collect more shadow pairs)")
+    cheap_wrong = int((~data.cheap_correct.astype(bool)).sum())
+    if cheap_wrong == 0 or (data.strong_correct.astype(bool) & ~data.cheap_correct.astype(bool)).sum() == 0:
+        _fail(f"{data.cheap_model} is never wrong where {data.strong_model} is right in these {len(data)} prompts: "
+              "only one class, nothing to route on. Collect pairs where they disagree, or export shadow pairs "
+              "with a higher --agree-at.")
+    if cheap_wrong == len(data):
+        _fail(f"{data.cheap_model} is wrong on all {len(data)} prompts: only one class, nothing to route on.")
+    constant = len(np.unique(data.strong_correct)) < 2 or len(np.unique(data.cheap_correct)) < 2
+    if target == "auto":
+        target = "gap" if constant else "outcomes"
+        console.print(f"target: {target}" + (" (a correctness column is constant, as in a shadow export)" if constant else ""))
+    elif target == "outcomes" and constant:
+        _fail("--target outcomes fits one head per column, and a column is constant here; use --target gap (or auto)")
+    return target
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option("--out", help="artifact path (.skops)")],
@@ -71,15 +105,20 @@ def train(
     split: Annotated[str, typer.Option(help="'heldout': fit on the train split, report the test split; 'all': fit on everything")] = "heldout",
     test_size: Annotated[float, typer.Option(help="held-out share (prompts grouped: no prompt on both sides)")] = 0.2,
     seed: Annotated[int, typer.Option(help="split seed")] = 0,
-    target: Annotated[str, typer.Option(help="head labels: outcomes | gap | soft")] = "outcomes",
+    target: Annotated[str, typer.Option(help="head labels: auto | outcomes | gap | soft (auto: outcomes, or gap "
+                                             "when a column is constant, e.g. the reference tier of a shadow export)")] = "auto",
     cheap_column: Annotated[Optional[str], typer.Option(help="correctness column of the cheap tier")] = None,
     strong_column: Annotated[Optional[str], typer.Option(help="correctness column of the strong tier")] = None,
     exclude_contaminated: Annotated[bool, typer.Option(help="drop prompts listed in mmlu_contaminated.jsonl")] = True,
 ) -> None:
     """Fit a router and write a skops artifact that records data, metrics and threshold."""
     with console.status("loading data"):
-        data_all = _load(data, data_dir, cheap_column, strong_column, exclude_contaminated)
+        try:
+            data_all = _load(data, data_dir, cheap_column, strong_column, exclude_contaminated)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(f"cannot read the routing data: {exc}")
     console.print(f"loaded {len(data_all)} prompts, cheap={data_all.cheap_model}, strong={data_all.strong_model}")
+    target = _check_trainable(data_all, target)
     if split not in ("heldout", "all"):
         raise typer.BadParameter("split must be 'heldout' or 'all'")
     test_mask = grouped_split(data_all.prompts, test_size, seed) if split == "heldout" else np.zeros(len(data_all), bool)

@@ -34,6 +34,7 @@ class ApiKey:
     tpm: int | None = None
     budget: float | None = None
     budget_period: str | None = None  # "day" | "month"
+    capture: bool = False  # opted in to content capture for the flywheel (gateway/capture/)
     created_at: datetime | None = None
     revoked_at: datetime | None = None
 
@@ -45,14 +46,14 @@ class ApiKey:
         """What may be shown about a key (never its secret or hash)."""
         return {"id": self.id, "name": self.name, "prefix": self.prefix, "admin": self.admin, "rpm": self.rpm,
                 "tpm": self.tpm, "budget": self.budget, "budget_period": self.budget_period,
-                "created_at": self.created_at.isoformat() if self.created_at else None,
+                "capture": self.capture, "created_at": self.created_at.isoformat() if self.created_at else None,
                 "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
 
 
 def _from_row(row) -> ApiKey:
     return ApiKey(id=row.id, name=row.name, prefix=row.prefix, admin=bool(row.admin), rpm=row.rpm, tpm=row.tpm,
-                  budget=row.budget, budget_period=row.budget_period, created_at=row.created_at,
-                  revoked_at=row.revoked_at)
+                  budget=row.budget, budget_period=row.budget_period, capture=bool(row.capture),
+                  created_at=row.created_at, revoked_at=row.revoked_at)
 
 
 class KeyStore:
@@ -62,17 +63,19 @@ class KeyStore:
         self.engine = engine
 
     def create(self, name: str, *, admin: bool = False, rpm: int | None = None, tpm: int | None = None,
-               budget: float | None = None, budget_period: str | None = None) -> tuple[ApiKey, str]:
+               budget: float | None = None, budget_period: str | None = None,
+               capture: bool = False) -> tuple[ApiKey, str]:
         """Create a key; returns it and its secret, which is never stored or shown again."""
         if budget is not None and budget_period not in ("day", "month"):
             raise ValueError("a budget needs budget_period 'day' or 'month'")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(id="key_" + secrets.token_hex(6), name=name, prefix=secret[:10], admin=admin, rpm=rpm, tpm=tpm,
-                     budget=budget, budget_period=budget_period, created_at=datetime.now(UTC))
+                     budget=budget, budget_period=budget_period, capture=capture, created_at=datetime.now(UTC))
         with self.engine.begin() as conn:
             conn.execute(keys_t.insert().values(
                 id=key.id, name=name, key_hash=hash_key(secret), prefix=key.prefix, admin=admin,
-                created_at=key.created_at, rpm=rpm, tpm=tpm, budget=budget, budget_period=budget_period))
+                created_at=key.created_at, rpm=rpm, tpm=tpm, budget=budget, budget_period=budget_period,
+                capture=capture))
         return key, secret
 
     def list(self, include_revoked: bool = True) -> list[ApiKey]:

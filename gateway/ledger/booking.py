@@ -81,6 +81,12 @@ class RequestRecord:
     texts: list[str] | None = None  # the answer's text, kept when storing content or shadowing
     cascade: CascadeOutcome | None = None
     shadow_body: dict | None = None  # the request, kept when this answer is a shadow sample
+    workload: str | None = None  # what the request named in the workload header (or the default)
+    # Content capture (gateway/capture/): the client's request when it may be kept, the tier's
+    # whole answer (non-streamed) and the answer's token logprobs when the gateway asked for them.
+    capture_body: dict | None = None
+    capture_reply: dict | None = None
+    capture_logprobs: list | None = None
     # Set when the record is booked: what it cost (cascade extra included), the teacher
     # counterfactual, and how long it took.
     cost: float = 0.0
@@ -182,6 +188,7 @@ class Booking:
             "cost": record.cost,
             "teacher_cost": teacher_cost,
             "user": record.user,
+            "workload": record.workload,
             "prompt": record.prompt,
             "completion": "".join(record.texts) if record.texts is not None and record.prompt is not None else None,
             **extra,

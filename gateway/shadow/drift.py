@@ -25,6 +25,15 @@ class DriftMonitor:
         self.alarm = False
         self.threshold_shift = 0.0  # added to the routing threshold (<= 0: toward the teacher)
 
+    def snapshot(self) -> dict:
+        """What ``restore`` needs: the window, the alarm and the shift (JSON-able)."""
+        return {"scores": list(self.scores), "alarm": self.alarm, "threshold_shift": self.threshold_shift}
+
+    def restore(self, state: dict) -> None:
+        self.scores = deque((float(s) for s in state.get("scores", [])), maxlen=self.config.window)
+        self.alarm = bool(state.get("alarm", False))
+        self.threshold_shift = float(state.get("threshold_shift", 0.0))
+
     @property
     def rolling(self) -> float | None:
         return sum(self.scores) / len(self.scores) if self.scores else None

@@ -30,6 +30,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.policy import RoutingPolicy
 from gateway.shadow.agreement import agreement
 from gateway.shadow.drift import DriftMonitor
+from gateway.shadow.drift_store import DriftStateStore
 from gateway.tiers.base import Endpoint
 from gateway.tiers.registry import TierRegistry
 
@@ -49,6 +50,8 @@ class ShadowSampler:
         self.metrics = metrics
         self.policy = policy
         self.monitor = DriftMonitor(self.config)
+        self.student_names = sorted(t.model_name for t in config.model_list if t.role == "student")
+        self.drift_store = DriftStateStore(engine, f"{','.join(self.student_names)}->{self.reference}")
         self.student_roles = {t.model_name for t in config.model_list if t.role == "student"}
         self._tasks: set[asyncio.Task] = set()
         self._random = random.Random()
@@ -56,6 +59,14 @@ class ShadowSampler:
     @property
     def enabled(self) -> bool:
         return self.config.sample_rate > 0
+
+    async def start(self) -> None:
+        """Resume the drift state the replicas share (window, alarm, routing shift)."""
+        if self.enabled and await asyncio.to_thread(self.drift_store.load, self.monitor):
+            self.metrics.shadow_agreement.set(self.monitor.rolling or 0.0)
+            self.metrics.drift_alarm.set(1 if self.monitor.alarm else 0)
+            self.metrics.threshold_shift.set(self.monitor.threshold_shift)
+            self.policy.set_shift(self.monitor.threshold_shift)
 
     def wants(self) -> bool:
         """Decide up front whether this request is a sample (so its answer text is kept)."""
@@ -91,7 +102,7 @@ class ShadowSampler:
             row["reference_cost"] = self.pricing.costs(reference.name, int(usage.get("prompt_tokens") or 0),
                                                        int(usage.get("completion_tokens") or 0))[0]
             row["agreement"] = agreement(answer, reference_answer, self.config.metric)
-            self.monitor.observe(row["agreement"])
+            await asyncio.to_thread(self.drift_store.observe, self.monitor, row["agreement"])
             self.metrics.shadow_pairs.inc()
             self.metrics.shadow_agreement.set(self.monitor.rolling or 0.0)
             self.metrics.drift_alarm.set(1 if self.monitor.alarm else 0)

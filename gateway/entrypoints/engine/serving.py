@@ -26,7 +26,9 @@ from pydantic import ValidationError
 
 from gateway.answer_text import choice_text
 from gateway.auth.keys import ApiKey
+from gateway.capture.policy import CapturePolicy, InvalidWorkload, parse_workload
 from gateway.config import GatewayConfig
+from gateway.entrypoints.engine.capture import take_capture_logprobs, with_capture_logprobs
 from gateway.entrypoints.engine.body import read_json_object
 from gateway.entrypoints.engine.protocol import SamplingRequest
 from gateway.entrypoints.engine.streaming import inspect_chunk
@@ -52,7 +54,8 @@ DONE_EVENT = b"data: [DONE]\n\n"
 class SamplingServing:
     def __init__(self, endpoint: Endpoint, request_model: type[SamplingRequest], *, config: GatewayConfig,
                  tiers: TierRegistry, policy: RoutingPolicy, booking: Booking, pricing: Pricing,
-                 limiter: Limiter, shadow: ShadowSampler, metrics: GatewayMetrics) -> None:
+                 limiter: Limiter, shadow: ShadowSampler, metrics: GatewayMetrics,
+                 capture: CapturePolicy) -> None:
         self.endpoint = endpoint
         self.request_model = request_model
         self.server = config.server
@@ -65,6 +68,10 @@ class SamplingServing:
         self.limiter = limiter
         self.shadow = shadow
         self.metrics = metrics
+        self.capture = capture
+        self.workload_header = config.capture.workload_header
+        self.default_workload = config.capture.default_workload
+        self.logprobs_top_k = config.capture.logprobs_top_k
 
     async def handle(self, request: Request, key: ApiKey | None) -> Response:
         with self.booking.serving():
@@ -82,10 +89,15 @@ class SamplingServing:
             record.requested_model = str(body.get("model", ""))[:256]
             parsed = self._validate(body)
             record.stream, record.user = parsed.stream, parsed.user
+            record.workload = self._workload(request)
             if self.store_content:
                 record.prompt = json.dumps(body.get("messages", body.get("prompt")))[:100_000]
                 record.texts = []
-            if self.shadow.wants():
+            may_capture = self._may_capture(record.workload, key)
+            if may_capture and self.capture.wants(record.workload, key.capture if key else None):
+                record.capture_body = body
+                record.texts = [] if record.texts is None else record.texts
+            if self.shadow.wants() and may_capture is not False:
                 record.shadow_body = body
                 record.texts = [] if record.texts is None else record.texts
             if key is not None:
@@ -98,7 +110,13 @@ class SamplingServing:
                     parsed.n))
             if parsed.stream:
                 return await self._stream(tiers, body, parsed, record)
-            reply = await self._complete(tiers, body, record)
+            upstream_body = body if record.capture_body is None else with_capture_logprobs(
+                body, self.endpoint, self.logprobs_top_k, tiers[0])
+            reply = await self._complete(tiers, upstream_body, record)
+            if upstream_body is not body:
+                reply = take_capture_logprobs(reply, record)
+            if record.capture_body is not None:
+                record.capture_reply = reply.data
         except GatewayError as exc:
             record.fail(exc, _row_status(exc))
             await self.booking.book(record)
@@ -125,6 +143,23 @@ class SamplingServing:
         return Response(content=reply.content, media_type="application/json", headers=self._headers(record))
 
     # -- admission ---------------------------------------------------------------------
+    def _workload(self, request: Request) -> str:
+        try:
+            return parse_workload(request.headers.get(self.workload_header), self.default_workload)
+        except InvalidWorkload as exc:
+            raise GatewayError(f"Invalid {self.workload_header} header: {exc}.", param=self.workload_header,
+                               code="invalid_workload") from None
+
+    def _may_capture(self, workload: str, key: ApiKey | None) -> bool | None:
+        """Whether this request's content may be kept beyond its answer (capture, shadow samples).
+
+        None while capture is off (shadow sampling then follows its own settings); with capture
+        on, the workload must be listed and, with auth on, the key opted in.
+        """
+        if not self.capture.enabled:
+            return None
+        return self.capture.workload_listed(workload) and (key is None or key.capture)
+
     def _validate(self, body: dict) -> SamplingRequest:
         try:
             parsed = self.request_model.model_validate(body)

@@ -16,6 +16,7 @@ class CreateKeyRequest(BaseModel):
     tpm: int | None = Field(default=None, ge=1, le=2**31 - 1, description="tokens per minute")
     budget: float | None = Field(default=None, gt=0, le=1e12, description="money per budget_period")
     budget_period: Literal["day", "month"] | None = None
+    capture: bool = Field(default=False, description="opt this key's traffic in to content capture (the flywheel)")
 
     @model_validator(mode="after")
     def _budget_needs_period(self) -> CreateKeyRequest:
