@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("gateway", "router", "distill", "tierwise_common")
+PACKAGES = ("gateway", "router", "distill", "tierwise_common", "flywheel")
 MAX_LINES = 400
-LINE_LIMITED = ("gateway", "router", "distill")
-LOWER_LAYERS = ("ledger", "tiers", "auth", "limits", "routing", "shadow")
+LINE_LIMITED = ("gateway", "router", "distill", "flywheel")
+LOWER_LAYERS = ("ledger", "tiers", "auth", "limits", "routing", "shadow", "capture")
 # Off the request path: operator commands, test-only servers, offline reports.
 OFF_REQUEST_PATH = ("gateway.cli", "gateway.__main__", "gateway.devtools", "gateway.reports")
 HEAVY = ("torch", "transformers", "vllm")
@@ -116,6 +116,11 @@ def _violations(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> list[
 def test_router_distill_and_common_never_import_the_gateway():
     bad = _violations(("router", "distill", "tierwise_common"), ("gateway",))
     assert not bad, "router/, distill/ and tierwise_common/ must not depend on gateway/:\n" + "\n".join(bad)
+
+
+def test_only_the_flywheel_orchestrates_the_others():
+    bad = _violations(("gateway", "router", "distill", "tierwise_common"), ("flywheel",))
+    assert not bad, "the flywheel sits above gateway/, router/ and distill/; none of them may import it:\n" + "\n".join(bad)
 
 
 def test_lower_gateway_layers_never_import_entrypoints_app_or_cli():
