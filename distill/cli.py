@@ -232,3 +232,61 @@ def export_student_cmd(
     """Write the shipped weights (student layers fp16, teacher adapter) + manifest with hashes."""
     m = export_tiers(artifacts or DEFAULT_ARTIFACTS, student_dir=model, adapter_dir=teacher_adapter, recipe=recipe)
     console.print(m)
+
+
+dataset_app = typer.Typer(help="Chat-JSONL datasets distill trains on (the flywheel writes its own).",
+                          no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("banking77")
+def dataset_banking77(
+    out: Path = typer.Option(..., "--out", help="folder for train/validation/test.jsonl"),
+    data_dir: Optional[Path] = typer.Option(None, help="Banking77 folder (default: <data root>/banking77)"),
+    validation: float = typer.Option(0.1, min=0.01, max=0.5, help="share of train.csv carved out, per intent"),
+    seed: int = 0,
+) -> None:
+    """Banking77 as chat JSONL (gold answers; validation carved from train, test = test.csv)."""
+    from distill.banking77_chat import write_banking77
+    from tierwise_common.data_dir import data_root
+
+    counts = write_banking77(data_dir or data_root() / "banking77", out, validation, seed)
+    console.print(f"[green]wrote[/green] {out}: {counts}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Path = typer.Option(..., "--model", help="student model dir"),
+    data: Path = typer.Option(..., "--data", help="held-out chat JSONL (test.jsonl)"),
+    teacher: Optional[Path] = typer.Option(None, help="teacher model dir to evaluate the same way (gold data)"),
+    n: int = typer.Option(200, min=1, help="evaluate the first N records"),
+    max_new_tokens: int = typer.Option(48, min=1),
+    min_fraction: float = typer.Option(0.97, min=0.0, max=1.0, help="promotion gate: share of the teacher's quality"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the report here"),
+    threads: Optional[int] = typer.Option(2, help="torch CPU threads"),
+) -> None:
+    """Student vs teacher on held-out chat data (HF generate): quality, ROUGE-L, the gate."""
+    _threads(threads)
+    from distill.chat_data import answer_text, read_chat_jsonl
+    from distill.chat_eval import gate_report, score_answers
+    from distill.modeling import decode_responses, generate_ids, load_model, load_tokenizer  # torch
+    from distill.chat_data import chat_prompt_ids, prompt_messages
+
+    records = read_chat_jsonl(data)[:n]
+    references = [answer_text(r) for r in records]
+
+    def answers_of(model_dir: Path) -> list[str]:
+        tok = load_tokenizer(model_dir)
+        prompts = [chat_prompt_ids(tok, prompt_messages(r)) for r in records]
+        ids = generate_ids(load_model(model_dir), tok, [""] * len(records), max_new_tokens, 32, prompts=prompts)
+        return decode_responses(tok, ids)
+
+    student = score_answers(answers_of(model), references)
+    # Captured references are the teacher's own answers: the teacher scores 1.0 against them.
+    reference = score_answers(answers_of(teacher), references, student["metric"]) if teacher else \
+        {"metric": student["metric"], "n": len(records), "quality": 1.0}
+    report = {"data": str(data), "model": str(model), "teacher": str(teacher) if teacher else "the references",
+              **gate_report(student, reference, min_fraction), "student_rouge_l": student["rouge_l"]}
+    console.print_json(json.dumps(report))
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))

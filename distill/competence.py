@@ -127,9 +127,16 @@ def for_recipe(recipe, model_dir: Path) -> dict:
     """
     from distill.data import SYSTEM_PROMPT, read_csv, subsample
 
-    rows = subsample(read_csv(recipe.data.train_path()), recipe.data.max_train, seed=0)
+    if recipe.data.format == "chat_jsonl":  # the user turns it was trained on; the data's system prompts
+        from distill.chat_data import last_user_text, read_chat_jsonl
+
+        records = read_chat_jsonl(recipe.data.train_path(), recipe.data.max_train)
+        texts = [last_user_text(r) for r in records]
+        known = tuple(sorted({m["content"] for r in records for m in r["messages"][:-1] if m["role"] == "system"}))
+    else:
+        texts = [r["text"] for r in subsample(read_csv(recipe.data.train_path()), recipe.data.max_train, seed=0)]
+        known = (SYSTEM_PROMPT,)
     try:
-        return write_competence(model_dir, [r["text"] for r in rows], source=str(recipe.data.train_path()),
-                                known_prompts=(SYSTEM_PROMPT,))
+        return write_competence(model_dir, texts, source=str(recipe.data.train_path()), known_prompts=known)
     except ValueError as exc:
         return {"skipped": str(exc)}

@@ -110,17 +110,20 @@ def build_examples(
     texts: Sequence[str],
     responses: Sequence[str | list[int]],
     max_len: int = 128,
+    prompts: Sequence[list[int]] | None = None,
 ) -> list[Example]:
     """Tokenise (message, response) pairs; responses may be strings or token-id lists.
 
     Token-id responses (from the teacher's own generation or an API teacher that returns
     token ids) are used as they are, so the student is trained on exactly the teacher's
     tokens. Over-long prompts are cut from the left of the message, never the response.
+    ``prompts``: ready prompt ids (chat data renders whole conversations); by default each
+    text is rendered with the Banking77 system prompt.
     """
     eot = end_of_turn_id(tokenizer)
     out = []
-    for text, resp in zip(texts, responses):
-        p = prompt_ids(tokenizer, text)
+    for i, (text, resp) in enumerate(zip(texts, responses)):
+        p = list(prompts[i]) if prompts is not None else prompt_ids(tokenizer, text)
         if isinstance(resp, str):
             r = tokenizer(resp, add_special_tokens=False)["input_ids"] + [eot]
         else:

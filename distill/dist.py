@@ -19,6 +19,7 @@ With ``WORLD_SIZE`` unset (a plain ``python -m distill run``) everything here is
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -118,3 +119,44 @@ def gather_object(obj) -> list:
 def tag() -> str:
     """``rank 1/2 (gloo)`` for log lines; empty for a single process."""
     return f"rank {rank()}/{world_size()} ({backend()})" if enabled() else ""
+
+
+# -- what a run reports about its data split across ranks --------------------------------
+class SeenDataset:
+    """Wraps a dataset and records the indices this process read (proof of the DDP split).
+
+    Read, not necessarily trained on: a data loader may fetch one batch ahead of the last step.
+    """
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.seen: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        self.seen.append(int(i))
+        return self.ds[i]
+
+
+def trainable_digest(model) -> str:
+    h = hashlib.sha256()
+    for name, prm in model.named_parameters():
+        if prm.requires_grad:
+            h.update(name.encode())
+            h.update(prm.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def split_stats(read_per_rank: list[list[int]], n_examples: int) -> dict:
+    sets = [set(s) for s in read_per_rank]
+    shared = set.intersection(*sets) if len(sets) > 1 else set()
+    return {
+        "examples": n_examples,
+        "read_per_rank": [len(s) for s in read_per_rank],
+        "distinct_per_rank": [len(s) for s in sets],
+        "distinct_union": len(set().union(*sets)),
+        "read_by_every_rank": len(shared),
+        "first_read_per_rank": [s[:32] for s in read_per_rank],
+    }

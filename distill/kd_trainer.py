@@ -88,8 +88,12 @@ class HistoryCallback(TrainerCallback):
                                  **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
 
 
-def training_args(spec: TrainSpec, out_dir: Path, n_examples: int) -> TrainingArguments:
-    """``TrainingArguments`` for a recipe's train spec (cosine schedule, warm-up as a ratio)."""
+def training_args(spec: TrainSpec, out_dir: Path, n_examples: int, evaluate: bool = False) -> TrainingArguments:
+    """``TrainingArguments`` for a recipe's train spec (cosine schedule, warm-up as a ratio).
+
+    ``evaluate``: score the validation split every epoch, checkpoint every epoch and load the
+    epoch with the lowest validation loss at the end (early stopping is a callback).
+    """
     bf16 = spec.bf16 if spec.bf16 is not None else on_gpu()
     # global batch = per-device batch x grad accumulation x processes (DDP)
     steps_per_epoch = math.ceil(n_examples / (spec.batch_size * spec.grad_accum * dist.world_size()))
@@ -99,6 +103,11 @@ def training_args(spec: TrainSpec, out_dir: Path, n_examples: int) -> TrainingAr
         ddp = {"ddp_backend": dist.backend(), "ddp_timeout": spec.ddp_timeout,
                "ddp_find_unused_parameters": False}
     total = spec.max_steps if spec.max_steps > 0 else math.ceil(steps_per_epoch * spec.epochs)
+    selection = {}
+    if evaluate:
+        selection = {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
+                     "metric_for_best_model": "eval_loss", "greater_is_better": False,
+                     "prediction_loss_only": True, "per_device_eval_batch_size": spec.batch_size}
     return TrainingArguments(
         output_dir=str(out_dir),
         per_device_train_batch_size=spec.batch_size,
@@ -110,9 +119,9 @@ def training_args(spec: TrainSpec, out_dir: Path, n_examples: int) -> TrainingAr
         lr_scheduler_type="cosine",
         weight_decay=spec.weight_decay,
         logging_steps=spec.logging_steps,
-        save_strategy="steps" if spec.save_steps else "no",
+        **({} if evaluate else {"save_strategy": "steps" if spec.save_steps else "no"}),
         save_steps=spec.save_steps or 500,
-        save_total_limit=1,
+        save_total_limit=2 if evaluate else 1,  # the best epoch's checkpoint and the latest
         report_to=[],
         bf16=bool(bf16),
         use_cpu=not on_gpu(),
@@ -122,6 +131,7 @@ def training_args(spec: TrainSpec, out_dir: Path, n_examples: int) -> TrainingAr
         dataloader_num_workers=0,
         disable_tqdm=False,
         **ddp,
+        **selection,
     )
 
 

@@ -49,13 +49,17 @@ def generate_ids(
     max_new_tokens: int = 48,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    prompts: Sequence[list[int]] | None = None,
 ) -> list[list[int]]:
-    """Greedy responses as token ids (end-of-turn included when produced), left padding."""
+    """Greedy responses as token ids (end-of-turn included when produced), left padding.
+
+    ``prompts``: ready prompt ids (chat data); by default each text with the Banking77 prompt.
+    """
     model.eval()
     eot = end_of_turn_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
     dev = next(model.parameters()).device
-    prompts = [prompt_ids(tokenizer, t) for t in texts]
+    prompts = [list(p) for p in prompts] if prompts is not None else [prompt_ids(tokenizer, t) for t in texts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding
     out: list[list[int] | None] = [None] * len(prompts)
     for s in range(0, len(order), batch_size):

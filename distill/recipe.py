@@ -23,22 +23,44 @@ class RecipeError(ValueError):
 
 
 class DataSpec(BaseModel):
+    """Where the training data is: a Banking77-style ``text,category`` CSV (``format: csv``),
+    or a chat-JSONL dataset dir (``format: chat_jsonl``, ``dir:`` holding train/validation/
+    test.jsonl, e.g. ``python -m flywheel dataset`` or ``python -m distill dataset banking77``):
+    then the system prompt and the answer format come from the data, not from the code."""
+
     model_config = ConfigDict(extra="forbid")
+    format: Literal["csv", "chat_jsonl"] = "csv"
+    dir: Optional[Path] = Field(None, description="chat_jsonl: the dataset dir")
     root: Optional[Path] = Field(None, description="data root; default <repo>/../shared/data")
     dataset: str = "banking77"
     train_file: str = "train.csv"
     eval_file: str = "test.csv"
     max_train: Optional[int] = Field(None, ge=1)
     max_eval: Optional[int] = Field(None, ge=1)
+    top_k: int = Field(5, ge=1, le=20, description="chat_jsonl: captured teacher logprobs used per token")
+
+    @model_validator(mode="after")
+    def _chat_needs_dir(self) -> "DataSpec":
+        if self.format == "chat_jsonl" and self.dir is None:
+            raise ValueError("data.format chat_jsonl needs data.dir (the folder with train.jsonl)")
+        return self
 
     def dataset_dir(self) -> Path:
-        return data_root(self.root) / self.dataset
+        return Path(self.dir) if self.format == "chat_jsonl" else data_root(self.root) / self.dataset
+
+    def split_path(self, split: str) -> Path:
+        """chat_jsonl: ``dir/<split>.jsonl`` (train, validation, test)."""
+        return self.dataset_dir() / f"{split}.jsonl"
 
     def train_path(self) -> Path:
+        if self.format == "chat_jsonl":
+            return self.split_path("train")
         p = Path(self.train_file)
         return p if p.is_absolute() else self.dataset_dir() / p
 
     def eval_path(self) -> Path:
+        if self.format == "chat_jsonl":
+            return self.split_path("test")
         p = Path(self.eval_file)
         return p if p.is_absolute() else self.dataset_dir() / p
 
@@ -87,6 +109,9 @@ class TrainSpec(BaseModel):
     max_len: int = Field(160, ge=16)
     seed: int = 0
     save_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: at the end only)")
+    early_stopping_patience: Optional[int] = Field(
+        None, ge=1, description="chat_jsonl with a validation split: evaluate every epoch, keep the epoch with "
+        "the lowest validation loss, stop after this many epochs without improvement")
     logging_steps: int = Field(20, ge=1)
     bf16: Optional[bool] = Field(None, description="default: True on a CUDA GPU, False on CPU")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads")

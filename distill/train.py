@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from transformers import EarlyStoppingCallback
 
 from distill import dist
 from distill.api_teacher import SparseDataset, api_examples
@@ -39,6 +40,7 @@ from distill.data import (
     subsample,
     target_for,
 )
+from distill.chat_data import chat_examples, last_user_text, read_chat_jsonl
 from distill.kd_trainer import HistoryCallback, KDTrainer, latest_checkpoint, training_args
 from distill.modeling import default_device, generate_ids, load_model, load_tokenizer, on_gpu
 from distill.packaged import (
@@ -160,46 +162,6 @@ def freeze_embeddings(model: torch.nn.Module) -> None:
         out.weight.requires_grad_(False)
 
 
-class _SeenDataset:
-    """Wraps a dataset and records the indices this process read (proof of the DDP split).
-
-    Read, not necessarily trained on: a data loader may fetch one batch ahead of the last step.
-    """
-
-    def __init__(self, ds):
-        self.ds = ds
-        self.seen: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int):
-        self.seen.append(int(i))
-        return self.ds[i]
-
-
-def _trainable_digest(model) -> str:
-    h = hashlib.sha256()
-    for name, prm in model.named_parameters():
-        if prm.requires_grad:
-            h.update(name.encode())
-            h.update(prm.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _split_stats(read_per_rank: list[list[int]], n_examples: int) -> dict:
-    sets = [set(s) for s in read_per_rank]
-    shared = set.intersection(*sets) if len(sets) > 1 else set()
-    return {
-        "examples": n_examples,
-        "read_per_rank": [len(s) for s in read_per_rank],
-        "distinct_per_rank": [len(s) for s in sets],
-        "distinct_union": len(set().union(*sets)),
-        "read_by_every_rank": len(shared),
-        "first_read_per_rank": [s[:32] for s in read_per_rank],
-    }
-
-
 def teacher_signal(
     loss: LossSpec,
     teacher_model: torch.nn.Module | None,
@@ -228,12 +190,15 @@ def train_student(
     recipe: Recipe,
     out_dir: Path,
     layer_map: list[int] | None = None,
+    eval_examples: list[Example] | SparseDataset | None = None,
 ) -> dict:
     """Train one student with :class:`KDTrainer`; write ``out_dir/model``; return stats.
 
     ``examples``: tokenised examples (sequence-level KD or gold targets), or an API
     teacher's :class:`SparseDataset` (top-k targets). ``layer_map``: the teacher layer
-    each student layer came from (hidden-state loss).
+    each student layer came from (hidden-state loss). ``eval_examples`` (the validation
+    split, same kind as ``examples``) with ``train.early_stopping_patience``: the epoch is
+    chosen by validation loss, and the choice is reported under ``selection``.
     """
     spec = recipe.train
     torch.manual_seed(spec.seed)
@@ -243,13 +208,18 @@ def train_student(
     history: list[dict] = []
     ckpt_dir = Path(out_dir) / "checkpoints"
     sparse = isinstance(examples, SparseDataset)
-    dataset = _SeenDataset(examples if sparse else ExampleDataset(examples))
+    dataset = dist.SeenDataset(examples if sparse else ExampleDataset(examples))
+    select = bool(eval_examples) and spec.early_stopping_patience is not None
+    callbacks: list = [HistoryCallback(history)]
+    if select:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=spec.early_stopping_patience))
     trainer = KDTrainer(
         model=model,
-        args=training_args(spec, ckpt_dir, len(examples)),
+        args=training_args(spec, ckpt_dir, len(examples), evaluate=select),
         train_dataset=dataset,
+        eval_dataset=(eval_examples if sparse else ExampleDataset(eval_examples)) if select else None,
         data_collator=examples.collator if sparse else RightPadCollator(tok.pad_token_id),
-        callbacks=[HistoryCallback(history)],
+        callbacks=callbacks,
         loss_spec=recipe.loss if recipe.loss.targets == "teacher" else HARD_ONLY,
         signal=teacher_signal(recipe.loss, teacher_model, examples, layer_map),
     )
@@ -257,12 +227,12 @@ def train_student(
     trainer.train(resume_from_checkpoint=latest_checkpoint(ckpt_dir))
     secs = time.perf_counter() - t0
     seen = dist.gather_object(dataset.seen)  # collective: every rank
-    digests = dist.gather_object(_trainable_digest(trainer.model)) if dist.enabled() else None
+    digests = dist.gather_object(dist.trainable_digest(trainer.model)) if dist.enabled() else None
     a = trainer.args
     parallel = {"world_size": a.world_size, "backend": dist.backend(),
                 "per_device_batch": a.per_device_train_batch_size, "grad_accum": a.gradient_accumulation_steps,
                 "global_batch": a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size,
-                **_split_stats(seen, len(dataset))}
+                **dist.split_stats(seen, len(dataset))}
     if digests is not None:  # DDP averaged the gradients: every replica ends with the same weights
         parallel["replicas_identical"] = len(set(digests)) == 1
     if dist.is_main():  # DDP replicas are identical: one rank writes
@@ -270,8 +240,15 @@ def train_student(
         save_model_dir(trainer.model, student_dir, Path(out_dir) / "model", info)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     dist.barrier()  # the next stage (or the card) reads out_dir/model
+    selection = None
+    if select:
+        curve = [{"epoch": h.get("epoch"), "step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h]
+        best = min(curve, key=lambda c: c["eval_loss"]) if curve else None
+        selection = {"by": "validation loss (the training objective on the validation split); test not used",
+                     "patience": spec.early_stopping_patience, "best": best, "curve": curve,
+                     "epochs_run": trainer.state.epoch}
     return {"train_seconds": round(secs, 1), "steps": trainer.state.global_step, "history": history,
-            "parallel": parallel}
+            "parallel": parallel, "selection": selection}
 
 
 def resolve_teacher_dir(recipe: Recipe, cache: Path) -> Path:
@@ -301,8 +278,17 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
     with dist.main_first():  # rank 0 materializes the teacher; the others then find it complete
         teacher_dir = resolve_teacher_dir(recipe, cache)
     tok = load_tokenizer(teacher_dir)
-    rows = subsample(read_csv(recipe.data.train_path()), recipe.data.max_train, seed=0)
-    texts = [r["text"] for r in rows]
+    chat = recipe.data.format == "chat_jsonl"
+    if chat:  # the system prompt and the answers come from the data
+        records = read_chat_jsonl(recipe.data.train_path(), recipe.data.max_train)
+        val_path = recipe.data.split_path("validation")
+        val_records = read_chat_jsonl(val_path) if recipe.train.early_stopping_patience and val_path.is_file() else []
+        texts, rows = [last_user_text(r) for r in records], []
+    else:
+        rows = subsample(read_csv(recipe.data.train_path()), recipe.data.max_train, seed=0)
+        texts = [r["text"] for r in rows]
+    eval_examples = None
+    data_info: dict = {}
     depths = recipe.stages or [recipe.student.layers]
     stage_teacher_dir = teacher_dir
     stages = []
@@ -320,7 +306,18 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
         kept = json.loads((init_dir / "student_init.json").read_text()).get("kept_layers")
         dtype = torch.bfloat16 if on_gpu() else torch.float32
         teacher_model = None
-        if recipe.api_teacher is not None and i == 0:
+        if chat:
+            # The answers are the teacher's (captured), or gold; soft targets: captured top-k, else
+            # the local teacher's full logits (``loss.targets: teacher``), else none (hard only).
+            sparse_ok = recipe.loss.targets == "teacher" and i == 0
+            built = chat_examples(tok, records, recipe.train.max_len, recipe.data.top_k, use_logprobs=sparse_ok)
+            if recipe.loss.targets == "teacher" and not isinstance(built.examples, SparseDataset):
+                teacher_model = load_model(stage_teacher_dir, dtype=dtype)
+            examples, data_info = built.examples, built.info
+            if val_records:
+                eval_examples = chat_examples(tok, val_records, recipe.train.max_len, recipe.data.top_k,
+                                              use_logprobs=isinstance(examples, SparseDataset)).examples
+        elif recipe.api_teacher is not None and i == 0:
             # rank 0 queries the API and writes the cache; the others read it
             with dist.main_first():
                 examples = api_examples(recipe, tok, texts, cache_file=out / "api_teacher_targets.jsonl")
@@ -340,14 +337,14 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
         else:  # comparison student: dataset labels, no teacher
             examples = build_examples(tok, texts, [target_for(r["category"]) for r in rows],
                                       recipe.train.max_len)
-        stats = train_student(init_dir, teacher_model, tok, examples, recipe, sdir, kept)
+        stats = train_student(init_dir, teacher_model, tok, examples, recipe, sdir, kept, eval_examples)
         del teacher_model
         stages.append({"layers": depth, "teacher": str(stage_teacher_dir), "kept_layers": kept,
                        "train_seconds": stats["train_seconds"], "steps": stats["steps"],
                        "first_losses": next((h for h in stats["history"] if "loss" in h), None),
                        "final_losses": next((h for h in reversed(stats["history"]) if "loss" in h), None),
                        "train_summary": next((h for h in reversed(stats["history"]) if "train_loss" in h), None),
-                       "parallel": stats["parallel"]})
+                       "parallel": stats["parallel"], "selection": stats["selection"], "data": data_info or None})
         if dist.enabled():
             p = stats["parallel"]
             log(f"{dist.tag()}: trained {stats['steps']} steps, global batch {p['global_batch']} "
