@@ -22,7 +22,11 @@ from gateway.auth.authenticator import Authenticator
 from gateway.auth.keys import KeyStore
 from gateway.capture.policy import CapturePolicy
 from gateway.capture.store import CaptureStore
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, TierConfig, load_config
+from gateway.control.reloader import RuntimeReloader
+from gateway.control.store import ControlStore
+from gateway.entrypoints.admin.api_router import router as admin_router
+from gateway.entrypoints.admin.serving import AdminServing
 from gateway.entrypoints.chat_completion.api_router import router as chat_router
 from gateway.entrypoints.chat_completion.serving import ServingChat
 from gateway.entrypoints.completion.api_router import router as completion_router
@@ -43,6 +47,7 @@ from gateway.ledger.writer import LedgerWriter
 from gateway.limits import build_limiter
 from gateway.metrics import GatewayMetrics
 from gateway.routing.build import build_policy
+from gateway.routing.workloads import RoutingTable
 from gateway.shadow.sampler import ShadowSampler
 from gateway.state import GatewayState
 from gateway.tiers.registry import TierRegistry
@@ -92,7 +97,18 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
                                           ledger=ledger, pricing=pricing, metrics=metrics, keys=keys, auth=auth,
                                           limiter=limiter, shadow=shadow, booking=booking)
-        engine_collaborators = dict(config=config, tiers=tiers, policy=policy, booking=booking, pricing=pricing,
+        routing = RoutingTable(policy)
+        control = ControlStore(engine)
+
+        def runtime_tiers_changed(runtime: dict[str, TierConfig]) -> None:
+            shadow.student_roles = {t.model_name for t in config.model_list if t.role == "student"} | {
+                name for name, t in runtime.items() if t.role == "student"}
+
+        reloader = RuntimeReloader(control, tiers, routing, pricing, client, strong_tier=config.router.strong_tier,
+                                   log_dir=Path(config.state_dir) / "logs", poll_s=config.server.runtime_poll_s,
+                                   on_tiers_changed=runtime_tiers_changed)
+        app.state.serving_admin = AdminServing(control, reloader, tiers, {t.model_name for t in config.model_list})
+        engine_collaborators = dict(config=config, tiers=tiers, policy=routing, booking=booking, pricing=pricing,
                                     limiter=limiter, shadow=shadow, metrics=metrics, capture=capture)
         app.state.serving_chat = ServingChat(**engine_collaborators)
         app.state.serving_completion = ServingCompletion(**engine_collaborators)
@@ -100,6 +116,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             [t.vllm.startup_timeout_s for t in config.model_list if t.vllm] or [10.0])
         try:
             await tiers.start(wait)
+            await reloader.start()  # runtime tiers and workload routes from the database
             # Everything allocated so far lives as long as the app: keep the collector from
             # re-scanning it on every cycle (as vLLM does), which shortens GC pauses under load.
             gc.collect()
@@ -107,6 +124,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             log.info("gateway ready: %d of %d tiers serving", len(tiers.ready()), len(config.model_list))
             yield
         finally:
+            await reloader.stop()
             await shadow.stop()
             await tiers.stop()
             await captures.stop()
@@ -124,6 +142,6 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
                               "that is good enough, and books what it cost.")
     install_error_handlers(app)
     for router in (chat_router, completion_router, models_router, costs_router, keys_router, health_router,
-                   metrics_router):
+                   metrics_router, admin_router):
         app.include_router(router)
     return app

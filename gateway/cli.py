@@ -270,3 +270,78 @@ def capture_purge(config: Path | None = _CONFIG_OPT, ledger_url: str | None = _L
     store = _capture_store(config, ledger_url)
     deleted = store.purge_expired()
     console.print(f"purged {deleted} records older than {store.config.retention_days:g} days")
+
+
+runtime_app = typer.Typer(help="Runtime tiers and workload routes: every replica follows within seconds, no restart.",
+                          no_args_is_help=True)
+app.add_typer(runtime_app, name="runtime")
+
+
+def _control(config: Path | None, ledger_url: str | None):
+    from gateway.control.store import ControlStore
+    from gateway.ledger.schema import make_engine
+
+    return ControlStore(make_engine(ledger_url or load_config(config).ledger.url))
+
+
+def _control_call(change, *args) -> None:
+    from gateway.control.store import ControlError
+
+    try:
+        version = change(*args)
+    except ControlError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"control version {version}: replicas apply it on their next poll")
+
+
+@runtime_app.command("register")
+def runtime_register(
+    tier_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML/JSON: one model_list entry"),
+    config: Path | None = _CONFIG_OPT,
+    ledger_url: str | None = _LEDGER_OPT,
+) -> None:
+    """Register (or replace) a tier at runtime."""
+    import yaml
+    from pydantic import ValidationError
+
+    from gateway.config import TierConfig
+
+    try:
+        tier = TierConfig.model_validate(yaml.safe_load(tier_file.read_text()))
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="TIER_FILE") from None
+    _control_call(_control(config, ledger_url).register_tier, tier)
+
+
+@runtime_app.command("canary")
+def runtime_canary(
+    workload: str, tier: str,
+    share: float = typer.Option(..., min=0.0, max=1.0, help="share of the workload's in-scope auto traffic"),
+    competence: str | None = typer.Option(None, help="the candidate's competence index (.skops)"),
+    config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT,
+) -> None:
+    """Give a registered tier a canary share of a workload."""
+    _control_call(_control(config, ledger_url).set_canary, workload, tier, share, competence)
+
+
+@runtime_app.command("promote")
+def runtime_promote(workload: str, config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT) -> None:
+    """Make the workload's canary its tier."""
+    _control_call(_control(config, ledger_url).promote, workload)
+
+
+@runtime_app.command("rollback")
+def runtime_rollback(workload: str, config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT) -> None:
+    """Drop the workload's canary, or restore its previous tier."""
+    _control_call(_control(config, ledger_url).rollback, workload)
+
+
+@runtime_app.command("show")
+def runtime_show(config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT) -> None:
+    """The stored control state (JSON)."""
+    import json
+
+    snapshot = _control(config, ledger_url).snapshot()
+    typer.echo(json.dumps({"version": snapshot.version,
+                           "tiers": {n: t.model_dump(mode="json", exclude_none=True) for n, t in snapshot.tiers.items()},
+                           "workloads": {w: r.public() for w, r in snapshot.routes.items()}}, indent=2))

@@ -298,6 +298,7 @@ class ServerConfig(_Strict):
     public_health_details: bool | None = Field(default=None, description="show tier URLs, circuit state and "
                                                "the ledger backlog on /health to callers without an admin "
                                                "key; default: only while auth is off")
+    runtime_poll_s: float = Field(default=1.0, gt=0, description="how often replicas check for runtime changes")
 
 
 class GatewayConfig(_Strict):

@@ -34,6 +34,11 @@ async def completion_serving(request: Request) -> SamplingServing:
     return request.app.state.serving_completion
 
 
+async def admin_serving(request: Request):
+    """The runtime control serving object (``entrypoints.admin``), built by the lifespan."""
+    return request.app.state.serving_admin
+
+
 async def caller(request: Request, state: GatewayState = Depends(get_state)) -> ApiKey | None:
     """The calling key (None when auth is off)."""
     return await state.auth.authenticate(request)

@@ -231,3 +231,35 @@ drift_state_table = Table(
     Column("state_json", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# Runtime control (gateway/control/): tiers registered at runtime, per-workload routes and
+# canaries, and the version replicas poll to pick changes up without a restart.
+runtime_tiers_table = Table(
+    "runtime_tiers",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("config_json", Text, nullable=False),
+    Column("retired", Boolean, nullable=False, default=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+workload_routes_table = Table(
+    "workload_routes",
+    metadata,
+    Column("workload", String(128), primary_key=True),
+    Column("tier", String(128)),
+    Column("competence_artifact", Text),
+    Column("canary_tier", String(128)),
+    Column("canary_share", Float, nullable=False, default=0.0),
+    Column("previous_tier", String(128)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+runtime_version_table = Table(
+    "runtime_version",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

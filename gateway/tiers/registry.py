@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, TierConfig
 from gateway.tiers.base import Tier
 from gateway.tiers.openai_http import OpenAIHTTPTier
 from gateway.tiers.vllm_process import AdapterTier, VLLMProcessTier
@@ -19,14 +19,19 @@ log = logging.getLogger("gateway.tiers")
 def build_tier(config: GatewayConfig, name: str, client: aiohttp.ClientSession,
                built: dict[str, Tier] | None = None) -> Tier:
     """The tier called ``name``; an adapter tier (``served_by``) needs its host in ``built``."""
-    tier_config = config.tier(name)
+    return build_tier_from(config.tier(name), client, Path(config.state_dir) / "logs", built)
+
+
+def build_tier_from(tier_config: TierConfig, client: aiohttp.ClientSession, log_dir: Path,
+                    built: dict[str, Tier] | None = None) -> Tier:
+    """A tier from its ``model_list`` entry (configured, or registered at runtime)."""
     if tier_config.served_by:
         host = (built or {}).get(tier_config.served_by)
         if not isinstance(host, VLLMProcessTier):
-            raise ValueError(f"tier {name!r}: host tier {tier_config.served_by!r} must be built first")
+            raise ValueError(f"tier {tier_config.model_name!r}: host tier {tier_config.served_by!r} must be built first")
         return AdapterTier(tier_config, client, host)
     if tier_config.vllm:
-        return VLLMProcessTier(tier_config, client, log_dir=Path(config.state_dir) / "logs")
+        return VLLMProcessTier(tier_config, client, log_dir=log_dir)
     if tier_config.url:
         return OpenAIHTTPTier(tier_config, client)
     from gateway.tiers.litellm_provider import LiteLLMTier
@@ -42,6 +47,22 @@ class TierRegistry:
             built[tier.model_name] = build_tier(config, tier.model_name, client, built)
         self.tiers: dict[str, Tier] = {t.model_name: built[t.model_name] for t in config.model_list}
         self._by_name: dict[str, Tier] = {name: tier for tier in self.tiers.values() for name in tier.names}
+
+    def add(self, tier: Tier) -> Tier | None:
+        """Add (or replace) a tier at runtime; returns the tier it replaced. One assignment per
+        map, so a request resolving a name sees the old registry or the new one."""
+        old = self.tiers.get(tier.name)
+        self.tiers = {**self.tiers, tier.name: tier}
+        self._by_name = {name: t for t in self.tiers.values() for name in t.names}
+        return old
+
+    def remove(self, name: str) -> Tier | None:
+        """Take a tier out (requests in flight keep their reference and finish)."""
+        old = self.tiers.get(name)
+        if old is not None:
+            self.tiers = {k: v for k, v in self.tiers.items() if k != name}
+            self._by_name = {n: t for t in self.tiers.values() for n in t.names}
+        return old
 
     def resolve(self, model: str) -> Tier | None:
         """The tier called ``model`` (its name or an alias), or None."""

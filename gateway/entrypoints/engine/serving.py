@@ -40,7 +40,8 @@ from gateway.limits import Limiter
 from gateway.limits.reservations import max_request_cost
 from gateway.metrics import GatewayMetrics
 from gateway.routing.cascade import plan_cascade
-from gateway.routing.policy import RouteDecision, RoutingPolicy, bounded_messages
+from gateway.routing.policy import RouteDecision, bounded_messages
+from gateway.routing.workloads import RoutingTable
 from gateway.shadow.sampler import ShadowSampler
 from gateway.tiers.base import Endpoint, Tier, UpstreamReply
 from gateway.tiers.registry import TierRegistry
@@ -53,7 +54,7 @@ DONE_EVENT = b"data: [DONE]\n\n"
 
 class SamplingServing:
     def __init__(self, endpoint: Endpoint, request_model: type[SamplingRequest], *, config: GatewayConfig,
-                 tiers: TierRegistry, policy: RoutingPolicy, booking: Booking, pricing: Pricing,
+                 tiers: TierRegistry, policy: RoutingTable, booking: Booking, pricing: Pricing,
                  limiter: Limiter, shadow: ShadowSampler, metrics: GatewayMetrics,
                  capture: CapturePolicy) -> None:
         self.endpoint = endpoint
@@ -186,7 +187,7 @@ class SamplingServing:
         """The tiers to try, in order: the chosen one (if it can take traffic), then its fallbacks."""
         if parsed.model == AUTO:
             # Bounded text: every policy's work stays a few ms on the loop, whatever the prompt size.
-            decision = self.policy.route(bounded_messages(parsed.routing_messages()))
+            decision = self.policy.route(bounded_messages(parsed.routing_messages()), record.workload)
             record.decision = decision
             chosen = self.tiers.resolve(decision.tier)
             if chosen is None:

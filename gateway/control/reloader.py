@@ -1,0 +1,138 @@
+"""Every replica follows the control state in the database, without a restart.
+
+``RuntimeReloader`` polls ``ControlStore.version()`` every ``poll_s``; when it moved, it reads
+the snapshot and applies it on this replica: registered tiers are built, started and added
+to the registry (and priced); retired ones are taken out and stopped after a grace period
+(requests in flight hold their own reference and finish); the per-workload routes are built
+(competence indexes loaded in a worker thread) and swapped into the routing table in one
+assignment. A failed poll or a bad artifact is logged and retried on the next change; the
+replica keeps serving with what it had. ``poke()`` applies at once (the admin API calls it
+after a change, so the replica that took the call is current when it answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from gateway.config import TierConfig
+from gateway.control.store import ControlSnapshot, ControlStore
+from gateway.ledger.pricing import Pricing
+from gateway.routing.workloads import RoutingTable, WorkloadPolicy
+from gateway.tiers.base import Tier
+from gateway.tiers.registry import TierRegistry, build_tier_from
+
+log = logging.getLogger("gateway.control")
+
+RETIRE_GRACE_S = 30.0  # a retired tier keeps running this long for the requests still on it
+
+
+class RuntimeReloader:
+    def __init__(self, store: ControlStore, registry: TierRegistry, routing: RoutingTable, pricing: Pricing,
+                 client: aiohttp.ClientSession, *, strong_tier: str, log_dir: Path, poll_s: float = 1.0,
+                 on_tiers_changed: Callable[[dict[str, TierConfig]], None] | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.routing = routing
+        self.pricing = pricing
+        self.client = client
+        self.strong_tier = strong_tier
+        self.log_dir = log_dir
+        self.poll_s = poll_s
+        self.on_tiers_changed = on_tiers_changed
+        self.version = -1
+        self.runtime: dict[str, TierConfig] = {}  # the runtime tiers this replica runs
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        await self.poke()
+        self._task = asyncio.create_task(self._run(), name="runtime-reloader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for name in list(self.runtime):
+            tier = self.registry.remove(name)
+            if tier is not None:
+                await tier.stop()
+
+    async def poke(self) -> None:
+        """Apply the database's state now if it changed."""
+        async with self._lock:
+            try:
+                version = await asyncio.to_thread(self.store.version)
+                if version == self.version:
+                    return
+                snapshot = await asyncio.to_thread(self.store.snapshot)
+                await self._apply(snapshot)
+            except Exception as exc:  # noqa: BLE001 - keep serving with what we had
+                log.warning("runtime control: not applied (%s); retrying on the next poll", exc)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            await self.poke()
+
+    async def _apply(self, snapshot: ControlSnapshot) -> None:
+        for name, config in snapshot.tiers.items():
+            if self.runtime.get(name) != config:
+                await self._add_tier(config)
+        for name in [n for n in self.runtime if n not in snapshot.tiers]:
+            self._retire(name)
+        self.runtime = dict(snapshot.tiers)
+        policies = await asyncio.to_thread(self._build_routes, snapshot)
+        self.routing.replace(policies)
+        if self.on_tiers_changed is not None:
+            self.on_tiers_changed(self.runtime)
+        self.version = snapshot.version
+        log.info("runtime control: version %d applied (%d runtime tiers, %d workload routes)",
+                 snapshot.version, len(snapshot.tiers), len(policies))
+
+    async def _add_tier(self, config: TierConfig) -> None:
+        tier = build_tier_from(config, self.client, self.log_dir, self.registry.tiers)
+        self.pricing.tiers[config.model_name] = config
+        await tier.start()
+        await tier.wait_ready(5.0)  # URL tiers are checked now; a vLLM child keeps starting in the background
+        old = self.registry.add(tier)
+        if old is not None:
+            self._stop_later(old)
+        log.info("runtime control: tier %s (%s) registered, %s", tier.name, config.kind, tier.status.value)
+
+    def _retire(self, name: str) -> None:
+        tier = self.registry.remove(name)
+        if tier is not None:
+            self._stop_later(tier)
+            log.info("runtime control: tier %s retired", name)
+
+    def _stop_later(self, tier: Tier) -> None:
+        async def stop() -> None:
+            await asyncio.sleep(RETIRE_GRACE_S)
+            await tier.stop()
+
+        task = asyncio.create_task(stop())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _build_routes(self, snapshot: ControlSnapshot) -> dict[str, WorkloadPolicy]:
+        """The workload policies of ``snapshot`` (loads competence indexes: run in a thread)."""
+        policies = {}
+        for workload, route in snapshot.routes.items():
+            index = None
+            if route.competence_artifact:
+                from router.competence import load_competence  # scikit-learn + skops, off the loop
+
+                index = load_competence(route.competence_artifact).index
+            policies[workload] = WorkloadPolicy(workload, route.tier, self.strong_tier, index, route.canary_tier,
+                                                route.canary_share, random.Random())
+        return policies

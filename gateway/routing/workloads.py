@@ -1,0 +1,65 @@
+"""Per-workload routes in front of the configured chain (issue #13 item 5).
+
+A workload the flywheel made a student for gets its own route: requests within that
+student's competence (its index, fitted on the workload's training prompts) go to the
+workload's promoted student, or, for ``canary_share`` of them, to the canary being tried;
+requests beyond it go to the strong tier. Workloads without a route, and routes with no tier
+yet, use the configured chain (gate -> router -> cascade). The reloader swaps the whole table
+in one assignment, so a request sees either the old routes or the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from gateway.routing.competence_gate import CompetenceScorer
+from gateway.routing.policy import RouteDecision, RoutingPolicy
+
+
+@dataclass
+class WorkloadPolicy:
+    workload: str
+    tier: str | None
+    strong_tier: str
+    index: CompetenceScorer | None = None
+    canary_tier: str | None = None
+    canary_share: float = 0.0
+    rng: random.Random | None = None
+
+    def route(self, messages: list[dict]) -> RouteDecision | None:
+        """The decision for this workload, or None to leave it to the configured chain."""
+        if self.tier is None and self.canary_tier is None:
+            return None
+        if self.index is not None:
+            distance = self.index.distance_one(messages)
+            if distance > self.index.threshold_:
+                return RouteDecision(self.strong_tier, distance, self.index.threshold_, "workload+competence")
+        if self.canary_tier is not None and (self.rng or random).random() < self.canary_share:
+            return RouteDecision(self.canary_tier, policy="workload+canary")
+        if self.tier is None:
+            return None
+        return RouteDecision(self.tier, policy="workload")
+
+
+class RoutingTable:
+    """The configured chain plus the per-workload routes the control plane set."""
+
+    def __init__(self, default: RoutingPolicy) -> None:
+        self.default = default
+        self.workloads: dict[str, WorkloadPolicy] = {}
+
+    @property
+    def name(self) -> str:
+        return self.default.name
+
+    def route(self, messages: list[dict], workload: str | None = None) -> RouteDecision:
+        policy = self.workloads.get(workload) if workload is not None else None
+        decision = policy.route(messages) if policy is not None else None
+        return decision if decision is not None else self.default.route(messages)
+
+    def replace(self, workloads: dict[str, WorkloadPolicy]) -> None:
+        self.workloads = workloads
+
+    def set_shift(self, shift: float) -> None:
+        self.default.set_shift(shift)

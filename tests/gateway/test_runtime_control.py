@@ -1,0 +1,107 @@
+"""Promote without restart (issue #13 item 5): a candidate tier registered while two gateway
+replicas run (real uvicorn processes on one SQLite ledger, stub upstreams), given a canary
+share of one workload behind the shipped student's competence index, promoted, rolled back
+and retired: both replicas follow through the database, no restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+import yaml
+
+from support.configs import stub_config
+from support.processes import REPO, start_gateway, start_stub, wait_until
+
+HEADER = "x-tierwise-workload"
+COMPETENCE = REPO / "artifacts" / "tiers" / "student" / "competence.skops"
+IN_SCOPE = "I still haven't received my new card, when will it arrive?"
+OUT_OF_SCOPE = "What's the weather in Paris tomorrow?"
+
+
+def ask(gw, text: str, workload: str | None = "support") -> httpx.Response:
+    headers = {HEADER: workload} if workload else {}
+    return httpx.post(gw.url + "/v1/chat/completions", timeout=30, headers=headers,
+                      json={"model": "auto", "messages": [{"role": "user", "content": text}]})
+
+
+def applied(gw) -> int:
+    return httpx.get(gw.url + "/v1/admin/runtime", timeout=10).json()["applied_version"]
+
+
+@pytest.fixture
+def replicas(stub, tmp_path):
+    candidate = start_stub(tmp_path, word="candidate")
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = stub_config(stub.url, db, server={"runtime_poll_s": 0.3})
+    gateways = []
+    for i in range(2):
+        (tmp_path / f"r{i}").mkdir()
+        gateways.append(start_gateway(config, tmp_path / f"r{i}", timeout_s=60))
+    yield gateways, candidate, db
+    for gw in gateways:
+        gw.stop()
+    candidate.stop()
+
+
+def test_register_canary_promote_rollback_retire_reach_every_replica(replicas, tmp_path):
+    (a, b), candidate, db = replicas
+    assert ask(a, IN_SCOPE).headers["x-tierwise-tier"] == "student"  # the configured chain (fixed: student)
+
+    # Registered from another process (the CLI writes the database); both replicas start the tier.
+    tier_file = tmp_path / "candidate.yaml"
+    tier_file.write_text(yaml.safe_dump({"model_name": "student-v2", "role": "student",
+                                         "url": {"base_url": candidate.url + "/v1"},
+                                         "price": {"input_per_million": 0.01, "output_per_million": 0.1}}))
+    cli = subprocess.run([sys.executable, "-m", "gateway", "runtime", "register", str(tier_file), "--ledger-url", db],
+                         cwd=REPO, capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    for gw in (a, b):
+        wait_until(lambda gw=gw: "student-v2" in [m["id"] for m in httpx.get(gw.url + "/v1/models").json()["data"]],
+                   20, "the registered tier on every replica")
+
+    # Canary (through the admin API of replica A) with the shipped competence index.
+    resp = httpx.post(a.url + "/v1/admin/workloads/support/canary", timeout=60,
+                      json={"tier": "student-v2", "share": 1.0, "competence_artifact": str(COMPETENCE)})
+    assert resp.status_code == 200 and resp.json()["applied"], resp.text
+    version = resp.json()["version"]
+    wait_until(lambda: applied(b) >= version, 30, "replica B applies the canary")
+    for gw in (a, b):
+        canary = ask(gw, IN_SCOPE)
+        assert canary.status_code == 200 and canary.headers["x-tierwise-tier"] == "student-v2"
+        assert "candidate" in canary.json()["choices"][0]["message"]["content"]
+        assert ask(gw, OUT_OF_SCOPE).headers["x-tierwise-tier"] == "teacher"  # beyond the student's competence
+        assert ask(gw, IN_SCOPE, workload="other").headers["x-tierwise-tier"] == "student"  # other workloads: untouched
+
+    assert httpx.post(b.url + "/v1/admin/workloads/support/promote", timeout=30).status_code == 200
+    wait_until(lambda: applied(a) >= applied(b), 30, "replica A applies the promotion")
+    shown = httpx.get(a.url + "/v1/admin/runtime").json()["workloads"]["support"]
+    assert shown["tier"] == "student-v2" and shown["canary_tier"] is None and shown["previous_tier"] is None
+
+    assert httpx.post(a.url + "/v1/admin/workloads/support/rollback", timeout=30).status_code == 200
+    wait_until(lambda: applied(b) >= applied(a), 30, "replica B applies the rollback")
+    assert ask(b, IN_SCOPE).headers["x-tierwise-tier"] == "student"
+    conflict = httpx.post(a.url + "/v1/admin/workloads/nobody/promote", timeout=30)
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflict"
+
+    assert httpx.delete(a.url + "/v1/admin/tiers/student-v2", timeout=30).status_code == 200
+    wait_until(lambda: applied(b) >= applied(a), 30, "replica B retires the tier")
+    gone = httpx.post(b.url + "/v1/chat/completions", timeout=30,
+                      json={"model": "student-v2", "messages": [{"role": "user", "content": "x"}]})
+    assert gone.status_code == 404
+
+
+def test_bad_registrations_get_4xx(replicas):
+    (a, _), _, _ = replicas
+    bad = httpx.post(a.url + "/v1/admin/tiers", timeout=30, json={"model_name": "x"})  # no backend, no price
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    clash = httpx.post(a.url + "/v1/admin/tiers", timeout=30, json={
+        "model_name": "teacher", "url": {"base_url": "http://127.0.0.1:9/v1"},
+        "price": {"input_per_million": 1, "output_per_million": 1}})
+    assert clash.status_code == 400 and clash.json()["error"]["code"] == "tier_exists"
+    unknown = httpx.post(a.url + "/v1/admin/workloads/support/canary", timeout=30, json={"tier": "nope", "share": 0.5})
+    assert unknown.status_code == 404
+    share = httpx.post(a.url + "/v1/admin/workloads/support/canary", timeout=30, json={"tier": "student", "share": 2})
+    assert share.status_code == 400
