@@ -48,3 +48,47 @@ def dataset(
     console.print(f"{workload}: {report.captured} captured, {report.unusable} unusable, "
                   f"{report.exact_duplicates} exact and {report.near_duplicates} near duplicates removed, "
                   f"{report.labels} labels -> {report.counts} in {out / workload}")
+
+
+@app.command("run")
+def run_cmd(
+    workload: str = typer.Option(..., help="the workload to make a student for"),
+    out: Path = typer.Option(..., "--out", help="work dir: data/, student/, evaluation.json, report.json"),
+    ledger_url: str | None = typer.Option(None, "--ledger-url", help="ledger database (default: the gateway config's)"),
+    config: Path | None = typer.Option(None, "--config", help="gateway config YAML (default: the embedded one)"),
+    student_layers: int = 6,
+    epochs: float = 3.0,
+    max_steps: int = typer.Option(-1, help="> 0: train this many steps (smoke runs)"),
+    batch_size: int = 16,
+    max_train: int | None = None,
+    eval_n: int = 200,
+    min_fraction: float = typer.Option(0.97, help="offline gate: share of the teacher's quality on the test split"),
+    canary_share: float = 0.2,
+    canary_pairs: int = typer.Option(30, help="shadow pairs the canary must collect"),
+    canary_agreement: float = typer.Option(0.9, help="online gate: mean shadow agreement with the teacher"),
+    canary_timeout_s: float = 600.0,
+    serve_url: str | None = typer.Option(None, help="the candidate is served here (default: the gateway starts vLLM)"),
+    tier_name: str | None = None,
+) -> None:
+    """Captured traffic -> dataset -> distill -> evaluate -> canary -> promote or roll back."""
+    from gateway.config import load_config
+    from gateway.ledger.schema import make_engine
+    from flywheel.loop import LoopSettings, report_json, run_loop
+
+    cfg = load_config(config)
+    weak = next((t for t in cfg.model_list if t.model_name == cfg.router.weak_tier), None)
+    settings = LoopSettings(workload=workload, out=out, student_layers=student_layers, epochs=epochs,
+                            max_steps=max_steps, batch_size=batch_size, max_train=max_train, eval_n=eval_n,
+                            min_fraction=min_fraction, canary_share=canary_share, canary_pairs=canary_pairs,
+                            canary_agreement=canary_agreement, canary_timeout_s=canary_timeout_s,
+                            serve_url=serve_url, tier_name=tier_name,
+                            **({"price": weak.price.model_dump()} if weak is not None and weak.price else {}))
+    engine = make_engine(ledger_url or cfg.ledger.url)
+    try:
+        report = run_loop(engine, settings, log=lambda m: console.print(m, style="cyan", markup=False, soft_wrap=True))
+    finally:
+        engine.dispose()
+    (out / "report.json").write_text(report_json(report))
+    console.print(f"{workload}: {report.outcome} (report: {out / 'report.json'})")
+    if report.outcome in ("no_data", "failed"):
+        raise typer.Exit(2)
