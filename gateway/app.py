@@ -106,7 +106,8 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
 
         reloader = RuntimeReloader(control, tiers, routing, pricing, client, strong_tier=config.router.strong_tier,
                                    log_dir=Path(config.state_dir) / "logs", poll_s=config.server.runtime_poll_s,
-                                   on_tiers_changed=runtime_tiers_changed)
+                                   on_tiers_changed=runtime_tiers_changed,
+                                   workload_teachers=config.shadow.workload_reference_tiers)
         app.state.serving_admin = AdminServing(control, reloader, tiers, {t.model_name for t in config.model_list})
         engine_collaborators = dict(config=config, tiers=tiers, policy=routing, booking=booking, pricing=pricing,
                                     limiter=limiter, shadow=shadow, metrics=metrics, capture=capture)

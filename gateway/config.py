@@ -264,6 +264,8 @@ class ShadowConfig(_Strict):
 
     sample_rate: float = Field(default=0.0, ge=0, le=1, description="share of student answers shadowed; 0 = off")
     reference_tier: str | None = Field(default=None, description="default: the teacher tier")
+    workload_reference_tiers: dict[str, str] = Field(default_factory=dict, description="per workload (header): "
+                                                     "the tier its student answers are compared with")
     metric: Literal["rouge_l", "first_line"] = "rouge_l"
     agree_at: float = Field(default=0.5, ge=0, le=1, description="a pair counts as agreeing at or above this")
     window: int = Field(default=200, ge=1, description="pairs in the rolling agreement")

@@ -35,13 +35,17 @@ RETIRE_GRACE_S = 30.0  # a retired tier keeps running this long for the requests
 class RuntimeReloader:
     def __init__(self, store: ControlStore, registry: TierRegistry, routing: RoutingTable, pricing: Pricing,
                  client: aiohttp.ClientSession, *, strong_tier: str, log_dir: Path, poll_s: float = 1.0,
-                 on_tiers_changed: Callable[[dict[str, TierConfig]], None] | None = None) -> None:
+                 on_tiers_changed: Callable[[dict[str, TierConfig]], None] | None = None,
+                 workload_teachers: dict[str, str] | None = None) -> None:
         self.store = store
         self.registry = registry
         self.routing = routing
         self.pricing = pricing
         self.client = client
         self.strong_tier = strong_tier
+        # A workload's own teacher (``shadow.workload_reference_tiers``): where its requests
+        # beyond the student's competence go, and what its student is compared with.
+        self.workload_teachers = workload_teachers or {}
         self.log_dir = log_dir
         self.poll_s = poll_s
         self.on_tiers_changed = on_tiers_changed
@@ -133,6 +137,7 @@ class RuntimeReloader:
                 from router.competence import load_competence  # scikit-learn + skops, off the loop
 
                 index = load_competence(route.competence_artifact).index
-            policies[workload] = WorkloadPolicy(workload, route.tier, self.strong_tier, index, route.canary_tier,
+            strong = self.workload_teachers.get(workload, self.strong_tier)
+            policies[workload] = WorkloadPolicy(workload, route.tier, strong, index, route.canary_tier,
                                                 route.canary_share, random.Random())
         return policies

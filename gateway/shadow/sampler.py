@@ -73,16 +73,19 @@ class ShadowSampler:
         return self.enabled and len(self._tasks) < self.config.max_in_flight and \
             self._random.random() < self.config.sample_rate
 
-    def submit(self, request_id: str, tier: str, endpoint: Endpoint, body: dict, answer: str) -> None:
+    def submit(self, request_id: str, tier: str, endpoint: Endpoint, body: dict, answer: str,
+               workload: str | None = None) -> None:
         """Start the shadow call for a finished student answer (returns at once)."""
         if tier not in self.student_roles or len(self._tasks) >= self.config.max_in_flight:
             return
-        task = asyncio.create_task(self._shadow(request_id, tier, endpoint, body, answer))
+        reference = self.config.workload_reference_tiers.get(workload or "", self.reference)
+        task = asyncio.create_task(self._shadow(request_id, tier, endpoint, body, answer, reference))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _shadow(self, request_id: str, tier: str, endpoint: Endpoint, body: dict, answer: str) -> None:
-        reference = self.tiers.resolve(self.reference)
+    async def _shadow(self, request_id: str, tier: str, endpoint: Endpoint, body: dict, answer: str,
+                      reference_name: str) -> None:
+        reference = self.tiers.resolve(reference_name)
         if reference is None or not reference.available:
             return
         shadow_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}

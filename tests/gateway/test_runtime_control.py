@@ -28,7 +28,7 @@ def ask(gw, text: str, workload: str | None = "support") -> httpx.Response:
 
 
 def applied(gw) -> int:
-    return httpx.get(gw.url + "/v1/admin/runtime", timeout=10).json()["applied_version"]
+    return httpx.get(gw.url + "/v1/admin/runtime", timeout=30).json()["applied_version"]
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_register_canary_promote_rollback_retire_reach_every_replica(replicas, t
                          cwd=REPO, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     for gw in (a, b):
-        wait_until(lambda gw=gw: "student-v2" in [m["id"] for m in httpx.get(gw.url + "/v1/models").json()["data"]],
+        wait_until(lambda gw=gw: "student-v2" in [m["id"] for m in httpx.get(gw.url + "/v1/models", timeout=30).json()["data"]],
                    20, "the registered tier on every replica")
 
     # Canary (through the admin API of replica A) with the shipped competence index.
@@ -67,7 +67,7 @@ def test_register_canary_promote_rollback_retire_reach_every_replica(replicas, t
                       json={"tier": "student-v2", "share": 1.0, "competence_artifact": str(COMPETENCE)})
     assert resp.status_code == 200 and resp.json()["applied"], resp.text
     version = resp.json()["version"]
-    wait_until(lambda: applied(b) >= version, 30, "replica B applies the canary")
+    wait_until(lambda: applied(b) >= version, 180, "replica B applies the canary (its first scikit-learn import)")
     for gw in (a, b):
         canary = ask(gw, IN_SCOPE)
         assert canary.status_code == 200 and canary.headers["x-tierwise-tier"] == "student-v2"
@@ -77,7 +77,7 @@ def test_register_canary_promote_rollback_retire_reach_every_replica(replicas, t
 
     assert httpx.post(b.url + "/v1/admin/workloads/support/promote", timeout=30).status_code == 200
     wait_until(lambda: applied(a) >= applied(b), 30, "replica A applies the promotion")
-    shown = httpx.get(a.url + "/v1/admin/runtime").json()["workloads"]["support"]
+    shown = httpx.get(a.url + "/v1/admin/runtime", timeout=30).json()["workloads"]["support"]
     assert shown["tier"] == "student-v2" and shown["canary_tier"] is None and shown["previous_tier"] is None
 
     assert httpx.post(a.url + "/v1/admin/workloads/support/rollback", timeout=30).status_code == 200

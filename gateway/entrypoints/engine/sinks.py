@@ -22,7 +22,7 @@ def shadow_sink(shadow: ShadowSampler) -> BookedSink:
     def submit_shadow(record: RequestRecord) -> None:
         if record.shadow_body is not None and record.status == "ok" and record.tier:
             shadow.submit(record.request_id, record.tier, record.endpoint, record.shadow_body,  # type: ignore[arg-type]
-                          "".join(record.texts or []))
+                          "".join(record.texts or []), record.workload)
 
     return submit_shadow
 

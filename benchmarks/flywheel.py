@@ -1,0 +1,268 @@
+"""The flywheel, measured: from a gateway's own teacher traffic to a promoted student, for two
+workloads at once, with no manual step and no restart (issue #13).
+
+Run from the repository root (needs `make setup`'s model cache; about an hour on 2 CPU cores
+at the default sizes, ~35 min with ``--quick``)::
+
+    python -m benchmarks.flywheel [--quick]
+
+1. **Cold start.** One gateway process serves the packaged flagship (``flagship``) and, from the
+   same vLLM process, the Banking77 support adapter (``teacher``); no student. Capture is on
+   for two workloads: ``support`` (Banking77 train messages with the support system prompt,
+   answered ``Intent: ...\\nReply: ...`` by ``teacher``) and ``exam`` (MMLU questions with a
+   "letter only" system prompt, answered by ``flagship``). Both are replayed as live traffic
+   with ``x-tierwise-workload``.
+2. **One command per workload:** ``python -m flywheel run`` (dataset -> distill -> offline gate
+   -> canary -> online gate -> promote), while canary traffic (more train-split messages,
+   never the held-out ones) flows through ``model: auto``.
+3. **Held out.** Banking77 test messages / unseen MMLU questions through ``auto`` with the
+   workload header, and the same messages through the workload's teacher (the all-teacher
+   baseline). Reported per workload: share on the new student (95 % Wilson interval), quality
+   vs all-teacher (support: intent accuracy on the gold labels, and first-line agreement with
+   the teacher; exam: agreement with the teacher's letter), compute-priced cost vs
+   all-teacher from the ledger, wall time per stage, manual steps, gateway restarts.
+
+Nothing is chosen on a test split: distill picks the epoch on the dataset's validation split,
+the offline gate reads the dataset's test split, the canary gate reads live shadow pairs; the
+held-out replay is only measured. HWU64 is not used (it belongs to the routing benchmark).
+Writes ``benchmarks/results/flywheel.json`` and ``flywheel.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import math
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from benchmarks.common import REPO, RESULTS, log, require_data
+from distill.data import SYSTEM_PROMPT, parse_intent
+from gateway.devtools.processes import ServerProcess, model_cache, start_gateway
+
+EXAM_SYSTEM = "Answer the multiple-choice question with the letter of the correct option (A, B, C or D) only."
+HEADER = "x-tierwise-workload"
+PRICE = {"teacher": {"input_per_million": 0.084, "output_per_million": 0.84},
+         "student": {"input_per_million": 0.030, "output_per_million": 0.30}}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def banking(split: str) -> list[tuple[str, str]]:
+    with open(require_data("banking77", f"{split}.csv"), newline="", encoding="utf-8") as f:
+        return [(r["text"], r["category"]) for r in csv.DictReader(f)]
+
+
+def mmlu_questions() -> list[str]:
+    folder = require_data("routellm", "mmlu")
+    out = []
+    for path in sorted(Path(folder).glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            out += [r["prompt"] for r in csv.DictReader(f)]
+    return out
+
+
+def gateway_config(cache: Path, db: str) -> dict:
+    return {
+        "model_list": [
+            {"model_name": "flagship", "role": "teacher", "price": PRICE["teacher"],
+             "vllm": {"model": str(cache / "base-teacher"), "max_model_len": 1024,
+                      "lora_modules": {"teacher": str(cache / "teacher-adapter")}}},
+            {"model_name": "teacher", "role": "teacher", "served_by": "flagship", "price": PRICE["teacher"]},
+        ],
+        "router": {"policy": "fixed", "default_tier": "flagship", "strong_tier": "flagship", "weak_tier": "student"},
+        "capture": {"enabled": True, "workloads": ["support", "exam"], "logprobs_top_k": 5},
+        "shadow": {"sample_rate": 1.0, "max_in_flight": 4, "metric": "first_line",
+                   "workload_reference_tiers": {"support": "teacher", "exam": "flagship"}},
+        "ledger": {"url": db}, "auth": {"enabled": False}, "server": {"runtime_poll_s": 1.0},
+    }
+
+
+def request(workload: str, text: str, model: str) -> dict:
+    system, max_tokens = (SYSTEM_PROMPT, 48) if workload == "support" else (EXAM_SYSTEM, 4)
+    return {"model": model, "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": text[:1500]}]}
+
+
+async def replay(gw: ServerProcess, workload: str, texts: list[str], model: str, concurrency: int = 8) -> list[dict]:
+    """Send ``texts`` through the gateway; each result: tier, answer, request id, status."""
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
+        async def one(text: str) -> dict:
+            async with sem:
+                resp = await client.post("/v1/chat/completions", json=request(workload, text, model),
+                                         headers={HEADER: workload})
+                answer = resp.json()["choices"][0]["message"]["content"] if resp.status_code == 200 else ""
+                return {"status": resp.status_code, "tier": resp.headers.get("x-tierwise-tier"), "answer": answer,
+                        "request_id": resp.headers.get("x-request-id")}
+        return await asyncio.gather(*(one(t) for t in texts))
+
+
+def first_line(text: str) -> str:
+    stripped = (text or "").strip()
+    return stripped.splitlines()[0].strip() if stripped else ""
+
+
+def costs(db: str, request_ids: list[str]) -> dict:
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT request_id, cost, teacher_cost FROM ledger_requests")).all()
+    engine.dispose()
+    wanted = set(request_ids)
+    cost = sum(r.cost for r in rows if r.request_id in wanted)
+    teacher = sum(r.teacher_cost for r in rows if r.request_id in wanted)
+    return {"cost": cost, "teacher_counterfactual": teacher, "saving": 1 - cost / teacher if teacher else None}
+
+
+def run_turn(gw: ServerProcess, db: str, workload: str, canary_texts: list[str], args, work: Path) -> tuple[dict, float]:
+    """``python -m flywheel run`` while canary traffic flows; returns its report and wall time."""
+    out = work / f"turn-{workload}"
+    cmd = [sys.executable, "-m", "flywheel", "run", "--workload", workload, "--out", str(out), "--ledger-url", db,
+           "--student-layers", str(args.student_layers), "--epochs", str(args.epochs), "--batch-size", "16",
+           "--eval-n", str(args.eval_n), "--min-fraction", str(args.min_fraction), "--canary-share", "0.5",
+           "--canary-pairs", str(args.canary_pairs), "--canary-agreement", str(args.canary_agreement),
+           "--canary-timeout-s", "1200", "--tier-name", f"{workload}-student"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    offset = 0
+    while proc.poll() is None:  # canary traffic until the turn decides
+        batch = canary_texts[offset:offset + 16] or canary_texts[:16]
+        offset += 16
+        asyncio.run(replay(gw, workload, batch, "auto", concurrency=4))
+    output = proc.stdout.read() if proc.stdout else ""
+    log(f"{workload}: flywheel run exited {proc.returncode}: {output.strip().splitlines()[-1] if output.strip() else ''}")
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {"outcome": "failed",
+                                                                                                   "log": output[-3000:]}
+    return report, time.perf_counter() - t0
+
+
+def measure(gw: ServerProcess, db: str, workload: str, heldout: list[tuple[str, str | None]], teacher: str) -> dict:
+    texts = [t for t, _ in heldout]
+    routed = asyncio.run(replay(gw, workload, texts, "auto"))
+    baseline = asyncio.run(replay(gw, workload, texts, teacher))
+    student = f"{workload}-student"
+    on_student = sum(r["tier"] == student for r in routed)
+    agree = [first_line(r["answer"]) == first_line(b["answer"]) for r, b in zip(routed, baseline)]
+    result = {"n": len(texts), "student_share": on_student / len(texts), "student_share_ci95": wilson(on_student, len(texts)),
+              "tiers": {t: sum(r["tier"] == t for r in routed) for t in {r["tier"] for r in routed}},
+              "agreement_with_teacher": sum(agree) / len(agree),
+              "agreement_ci95": wilson(sum(agree), len(agree)),
+              "errors": sum(r["status"] != 200 for r in routed),
+              "routed_cost": costs(db, [r["request_id"] for r in routed]),
+              "all_teacher_cost": costs(db, [b["request_id"] for b in baseline])}
+    if workload == "support":
+        labels = [label for _, label in heldout]
+        routed_acc = sum(parse_intent(r["answer"]) == lbl for r, lbl in zip(routed, labels)) / len(labels)
+        teacher_acc = sum(parse_intent(b["answer"]) == lbl for b, lbl in zip(baseline, labels)) / len(labels)
+        result.update({"intent_accuracy_routed": routed_acc, "intent_accuracy_all_teacher": teacher_acc,
+                       "quality_vs_all_teacher": routed_acc / teacher_acc if teacher_acc else None})
+    else:
+        result["quality_vs_all_teacher"] = result["agreement_with_teacher"]
+    spent, all_teacher = result["routed_cost"]["cost"], result["all_teacher_cost"]["cost"]
+    result["cost_vs_all_teacher"] = spent / all_teacher if all_teacher else None
+    return result
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["workloads"])
+    share = [results["workloads"][w]["heldout"]["student_share"] for w in names]
+    quality = [results["workloads"][w]["heldout"]["quality_vs_all_teacher"] or 0 for w in names]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], share, 0.4, label="held-out traffic on the new student")
+    ax.bar([i + 0.2 for i in x], quality, 0.4, label="quality vs all-teacher")
+    ax.axhline(0.8, ls=":", c="grey")
+    ax.axhline(0.97, ls="--", c="grey")
+    ax.set_xticks(list(x), names)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("flywheel: one round per workload")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller replay and student (about 35 min on 2 cores)")
+    parser.add_argument("--support-captures", type=int, default=1500)
+    parser.add_argument("--exam-captures", type=int, default=600)
+    parser.add_argument("--heldout", type=int, default=300)
+    parser.add_argument("--student-layers", type=int, default=6)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--eval-n", type=int, default=150)
+    parser.add_argument("--min-fraction", type=float, default=0.97)
+    parser.add_argument("--canary-pairs", type=int, default=30)
+    parser.add_argument("--canary-agreement", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.quick:
+        args.support_captures, args.exam_captures, args.heldout = 400, 200, 100
+        args.student_layers, args.eval_n, args.canary_pairs = 4, 60, 20
+    rng = random.Random(args.seed)
+    train, test = banking("train"), banking("test")
+    rng.shuffle(train)
+    rng.shuffle(test)
+    questions = mmlu_questions()
+    rng.shuffle(questions)
+    support_capture = [t for t, _ in train[:args.support_captures]]
+    support_canary = [t for t, _ in train[args.support_captures:args.support_captures + 400]]
+    exam_capture = questions[:args.exam_captures]
+    exam_canary = questions[args.exam_captures:args.exam_captures + 200]
+    exam_heldout = [(q, None) for q in questions[args.exam_captures + 200:args.exam_captures + 200 + args.heldout]]
+    work = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
+    db = f"sqlite:///{work / 'ledger.db'}"
+    t_all = time.perf_counter()
+    gw = start_gateway(gateway_config(model_cache(), db), work, timeout_s=900)
+    pid = gw.proc.pid
+    results: dict = {"settings": vars(args), "work_dir": str(work), "workloads": {}}
+    try:
+        for workload, texts, model in (("support", support_capture, "teacher"), ("exam", exam_capture, "flagship")):
+            t0 = time.perf_counter()
+            answered = asyncio.run(replay(gw, workload, texts, model))
+            log(f"{workload}: {len(texts)} requests replayed through {model} in {time.perf_counter() - t0:.0f} s")
+            results["workloads"][workload] = {"captured_requests": len(texts), "replay_seconds": time.perf_counter() - t0,
+                                              "replay_errors": sum(r["status"] != 200 for r in answered)}
+        for workload, canary, heldout, teacher in (("support", support_canary, test[:args.heldout], "teacher"),
+                                                   ("exam", exam_canary, exam_heldout, "flagship")):
+            report, seconds = run_turn(gw, db, workload, canary, args, work)
+            entry = results["workloads"][workload]
+            entry.update({"turn": report, "turn_seconds": seconds})
+            log(f"{workload}: {report.get('outcome')} in {seconds:.0f} s")
+            entry["heldout"] = measure(gw, db, workload, heldout, teacher)
+            log(f"{workload}: held out {json.dumps({k: entry['heldout'][k] for k in ('student_share', 'quality_vs_all_teacher')})}")
+        results["gateway_restarts"] = 0 if gw.proc.poll() is None and gw.proc.pid == pid else 1
+        results["manual_steps"] = 0
+    finally:
+        gw.stop()
+    results["total_seconds"] = time.perf_counter() - t_all
+    results["targets"] = {"student_share": ">= 0.80 of held-out traffic", "quality": ">= 0.97 of all-teacher",
+                          "round": "<= 60 min on this CPU", "manual_steps": 0, "gateway_restarts": 0}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "flywheel.json").write_text(json.dumps(results, indent=2, default=str))
+    plot(results, RESULTS / "flywheel.png")
+    log(f"wrote {RESULTS / 'flywheel.json'}")
+
+
+if __name__ == "__main__":
+    main()
