@@ -70,7 +70,8 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        policy = build_policy(config.router)
+        # The configured chain, behind per-workload routes; the table is what runtime control swaps.
+        routing = RoutingTable(build_policy(config.router))
         engine = make_engine(config.ledger.url)
         ledger = LedgerWriter(engine, config.ledger.max_batch, max_backlog=config.ledger.max_backlog_rows,
                               state_dir=Path(config.state_dir))
@@ -83,7 +84,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         auth = Authenticator(config.auth, keys, on_store_read=metrics.key_store_reads.inc)
         await auth.start()
         limiter = build_limiter(config.limits, lambda key_id, since: queries.spent_since(engine, key_id, since))
-        shadow = ShadowSampler(config, tiers, engine, pricing, metrics, policy)
+        shadow = ShadowSampler(config, tiers, engine, pricing, metrics, routing)
         await shadow.start()
         captures = CaptureStore(engine, config.capture)
         capture_tiers = set(config.capture.tiers or [t.model_name for t in config.model_list if t.role == "teacher"])
@@ -94,10 +95,9 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         booking = Booking(ledger, pricing, metrics, durability=config.ledger.durability,
                           commit_timeout_s=config.ledger.commit_timeout_s,
                           sinks=[shadow_sink(shadow), settle_sink(limiter), capture_sink(capture, captures)])
-        app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=policy, engine=engine,
+        app.state.tierwise = GatewayState(config=config, client=client, tiers=tiers, policy=routing, engine=engine,
                                           ledger=ledger, pricing=pricing, metrics=metrics, keys=keys, auth=auth,
                                           limiter=limiter, shadow=shadow, booking=booking)
-        routing = RoutingTable(policy)
         control = ControlStore(engine)
 
         def runtime_tiers_changed(runtime: dict[str, TierConfig]) -> None:
@@ -107,7 +107,8 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         reloader = RuntimeReloader(control, tiers, routing, pricing, client, strong_tier=config.router.strong_tier,
                                    log_dir=Path(config.state_dir) / "logs", poll_s=config.server.runtime_poll_s,
                                    on_tiers_changed=runtime_tiers_changed,
-                                   workload_teachers=config.shadow.workload_reference_tiers)
+                                   workload_teachers=config.shadow.workload_reference_tiers,
+                                   router_config=config.router)
         app.state.serving_admin = AdminServing(control, reloader, tiers, {t.model_name for t in config.model_list})
         engine_collaborators = dict(config=config, tiers=tiers, policy=routing, booking=booking, pricing=pricing,
                                     limiter=limiter, shadow=shadow, metrics=metrics, capture=capture)

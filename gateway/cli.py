@@ -324,6 +324,17 @@ def runtime_canary(
     _control_call(_control(config, ledger_url).set_canary, workload, tier, share, competence)
 
 
+@runtime_app.command("router")
+def runtime_router(
+    artifact: str | None = typer.Option(None, help="router artifact (.skops); default: the config's"),
+    threshold: float | None = typer.Option(None, min=0.0, max=1.0, help="routing threshold; default: the config's"),
+    competence: str | None = typer.Option(None, help="competence index (.skops) in front of the router"),
+    config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT,
+) -> None:
+    """Replace the default chain's router, threshold or competence index on every replica."""
+    _control_call(_control(config, ledger_url).set_router, artifact, threshold, competence)
+
+
 @runtime_app.command("promote")
 def runtime_promote(workload: str, config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT) -> None:
     """Make the workload's canary its tier."""

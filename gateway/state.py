@@ -15,7 +15,7 @@ from gateway.ledger.pricing import Pricing
 from gateway.ledger.writer import LedgerWriter
 from gateway.limits import Limiter
 from gateway.metrics import GatewayMetrics
-from gateway.routing.policy import RoutingPolicy
+from gateway.routing.workloads import RoutingTable
 from gateway.shadow.sampler import ShadowSampler
 from gateway.tiers.registry import TierRegistry
 
@@ -25,7 +25,7 @@ class GatewayState:
     config: GatewayConfig
     client: aiohttp.ClientSession
     tiers: TierRegistry
-    policy: RoutingPolicy
+    policy: RoutingTable  # the configured chain behind per-workload routes (runtime control swaps both)
     engine: Engine
     ledger: LedgerWriter
     pricing: Pricing

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("gateway", "router", "distill", "tierwise_common", "flywheel")
 MAX_LINES = 400
 LINE_LIMITED = ("gateway", "router", "distill", "flywheel")
-LOWER_LAYERS = ("ledger", "tiers", "auth", "limits", "routing", "shadow", "capture")
+LOWER_LAYERS = ("ledger", "tiers", "auth", "limits", "routing", "shadow", "capture", "control")
 # Off the request path: operator commands, test-only servers, offline reports.
 OFF_REQUEST_PATH = ("gateway.cli", "gateway.__main__", "gateway.devtools", "gateway.reports")
 HEAVY = ("torch", "transformers", "vllm")

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.config import TierConfig
-from gateway.control.store import ControlSnapshot, ControlStore
+from gateway.config import CompetenceGateConfig, RouterConfig, TierConfig
+from gateway.control.store import ControlSnapshot, ControlStore, RouterOverride
 from gateway.ledger.pricing import Pricing
+from gateway.routing.build import build_policy
 from gateway.routing.workloads import RoutingTable, WorkloadPolicy
 from gateway.tiers.base import Tier
 from gateway.tiers.registry import TierRegistry, build_tier_from
@@ -36,7 +37,7 @@ class RuntimeReloader:
     def __init__(self, store: ControlStore, registry: TierRegistry, routing: RoutingTable, pricing: Pricing,
                  client: aiohttp.ClientSession, *, strong_tier: str, log_dir: Path, poll_s: float = 1.0,
                  on_tiers_changed: Callable[[dict[str, TierConfig]], None] | None = None,
-                 workload_teachers: dict[str, str] | None = None) -> None:
+                 workload_teachers: dict[str, str] | None = None, router_config: RouterConfig | None = None) -> None:
         self.store = store
         self.registry = registry
         self.routing = routing
@@ -46,6 +47,8 @@ class RuntimeReloader:
         # A workload's own teacher (``shadow.workload_reference_tiers``): where its requests
         # beyond the student's competence go, and what its student is compared with.
         self.workload_teachers = workload_teachers or {}
+        self.router_config = router_config  # the config's chain, which a runtime router override amends
+        self.router_applied: RouterOverride | None = None
         self.log_dir = log_dir
         self.poll_s = poll_s
         self.on_tiers_changed = on_tiers_changed
@@ -96,6 +99,10 @@ class RuntimeReloader:
             self._retire(name)
         self.runtime = dict(snapshot.tiers)
         policies = await asyncio.to_thread(self._build_routes, snapshot)
+        if snapshot.router != self.router_applied and self.router_config is not None:
+            self.routing.default = await asyncio.to_thread(build_policy, self._router_config(snapshot.router))
+            self.router_applied = snapshot.router
+            log.info("runtime control: default routing rebuilt: %s", self.routing.default.name)
         self.routing.replace(policies)
         if self.on_tiers_changed is not None:
             self.on_tiers_changed(self.runtime)
@@ -127,6 +134,22 @@ class RuntimeReloader:
         task = asyncio.create_task(stop())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _router_config(self, override: RouterOverride | None) -> RouterConfig:
+        """The config's router section with the runtime override applied (None: as configured)."""
+        assert self.router_config is not None
+        if override is None:
+            return self.router_config
+        update: dict = {}
+        if override.artifact is not None:
+            update.update(artifact=override.artifact, policy="trained")
+        if override.threshold is not None:
+            update["threshold"] = override.threshold
+        if override.competence_artifact is not None:
+            gate = self.router_config.competence
+            update["competence"] = CompetenceGateConfig(artifact=override.competence_artifact,
+                                                        tier=gate.tier if gate else None)
+        return self.router_config.model_copy(update=update)
 
     def _build_routes(self, snapshot: ControlSnapshot) -> dict[str, WorkloadPolicy]:
         """The workload policies of ``snapshot`` (loads competence indexes: run in a thread)."""

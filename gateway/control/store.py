@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.config import TierConfig
+from gateway.ledger.schema import runtime_router_table as router_t
 from gateway.ledger.schema import runtime_tiers_table as tiers_t
 from gateway.ledger.schema import runtime_version_table as version_t
 from gateway.ledger.schema import workload_routes_table as routes_t
@@ -42,10 +43,21 @@ class WorkloadRoute:
 
 
 @dataclass(frozen=True)
+class RouterOverride:
+    """The default chain's router artifact, threshold and competence index, set at runtime
+    (None: the config's)."""
+
+    artifact: str | None = None
+    threshold: float | None = None
+    competence_artifact: str | None = None
+
+
+@dataclass(frozen=True)
 class ControlSnapshot:
     version: int
     tiers: dict[str, TierConfig] = field(default_factory=dict)  # registered, not retired
     routes: dict[str, WorkloadRoute] = field(default_factory=dict)
+    router: RouterOverride | None = None
 
 
 class ControlStore:
@@ -65,7 +77,9 @@ class ControlStore:
             routes = {r.workload: WorkloadRoute(r.workload, r.tier, r.competence_artifact, r.canary_tier,
                                                 float(r.canary_share or 0.0), r.previous_tier)
                       for r in conn.execute(sa.select(routes_t))}
-        return ControlSnapshot(version, tiers, routes)
+            row = conn.execute(sa.select(router_t).where(router_t.c.id == 1)).first()
+        router = RouterOverride(row.artifact, row.threshold, row.competence_artifact) if row is not None else None
+        return ControlSnapshot(version, tiers, routes, router)
 
     # -- writes (each bumps the version in its transaction) --------------------------------
     def register_tier(self, tier: TierConfig) -> int:
@@ -83,6 +97,18 @@ class ControlStore:
             if not conn.execute(tiers_t.update().where(tiers_t.c.name == name)
                                 .values(retired=True, updated_at=datetime.now(UTC))).rowcount:
                 raise ControlError(f"no runtime tier {name!r}")
+            return self._bump(conn)
+
+    def set_router(self, artifact: str | None = None, threshold: float | None = None,
+                   competence_artifact: str | None = None) -> int:
+        """Replace the default chain's router artifact / threshold / competence index (None: the config's)."""
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ControlError("a router threshold is in [0, 1]")
+        values = {"artifact": artifact, "threshold": threshold, "competence_artifact": competence_artifact,
+                  "updated_at": datetime.now(UTC)}
+        with self.engine.begin() as conn:
+            if not conn.execute(router_t.update().where(router_t.c.id == 1).values(**values)).rowcount:
+                conn.execute(router_t.insert().values(id=1, **values))
             return self._bump(conn)
 
     def set_canary(self, workload: str, tier: str, share: float, competence_artifact: str | None = None) -> int:

@@ -256,6 +256,16 @@ workload_routes_table = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+runtime_router_table = Table(
+    "runtime_router",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("artifact", Text),
+    Column("threshold", Float),
+    Column("competence_artifact", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 runtime_version_table = Table(
     "runtime_version",
     metadata,

@@ -105,3 +105,23 @@ def test_bad_registrations_get_4xx(replicas):
     assert unknown.status_code == 404
     share = httpx.post(a.url + "/v1/admin/workloads/support/canary", timeout=30, json={"tier": "student", "share": 2})
     assert share.status_code == 400
+
+
+def test_router_and_threshold_changes_reach_every_replica(replicas):
+    """Issue #13: replicas pick up router and threshold changes from the database (no restart)."""
+    (a, b), _, db = replicas
+    router = REPO / "artifacts" / "router" / "mmlu_router.skops"
+    resp = httpx.put(a.url + "/v1/admin/router", timeout=300, json={"artifact": str(router), "threshold": 0.0})
+    assert resp.status_code == 200 and resp.json()["applied"], resp.text
+    wait_until(lambda: applied(b) >= resp.json()["version"], 180, "replica B loads the router")
+    for gw in (a, b):  # every score is >= 0: the strong tier
+        assert ask(gw, IN_SCOPE, workload=None).headers["x-tierwise-tier"] == "teacher"
+        assert httpx.get(gw.url + "/health", timeout=30).json()["routing_policy"] == "trained"
+    cli = subprocess.run([sys.executable, "-m", "gateway", "runtime", "router", "--artifact", str(router),
+                          "--threshold", "1.0", "--ledger-url", db], cwd=REPO, capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    for gw in (a, b):
+        wait_until(lambda gw=gw: ask(gw, IN_SCOPE, workload=None).headers["x-tierwise-tier"] == "student", 60,
+                   "threshold 1.0 (nothing scores above it) on every replica")
+    missing = httpx.put(a.url + "/v1/admin/router", timeout=30, json={"artifact": "/nope.skops"})
+    assert missing.status_code == 404

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
-from gateway.entrypoints.admin.protocol import CanaryRequest
+from gateway.entrypoints.admin.protocol import CanaryRequest, RouterRequest
 from gateway.entrypoints.admin.serving import AdminServing
 from gateway.entrypoints.dependencies import admin_caller, admin_serving, get_state
 from gateway.entrypoints.engine.body import read_json_object
@@ -51,3 +51,14 @@ async def promote(workload: str, serving: AdminServing = Depends(admin_serving))
 @router.post("/workloads/{workload}/rollback")
 async def rollback(workload: str, serving: AdminServing = Depends(admin_serving)) -> dict:
     return await serving.rollback(workload)
+
+
+@router.put("/router")
+async def set_router(request: Request, serving: AdminServing = Depends(admin_serving),
+                     state: GatewayState = Depends(get_state)) -> dict:
+    """Replace the default chain's router artifact, threshold or competence index on every replica."""
+    try:
+        spec = RouterRequest.model_validate(await read_json_object(request, state.config.server.max_body_bytes))
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    return await serving.set_router(spec)

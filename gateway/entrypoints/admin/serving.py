@@ -5,13 +5,14 @@ follow within ``server.runtime_poll_s``) and applied on this replica before the 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from pydantic import ValidationError
 
 from gateway.config import TierConfig
 from gateway.control.reloader import RuntimeReloader
 from gateway.control.store import ControlError, ControlStore
-from gateway.entrypoints.admin.protocol import CanaryRequest
+from gateway.entrypoints.admin.protocol import CanaryRequest, RouterRequest
 from gateway.errors import GatewayError, from_validation_error
 from gateway.tiers.registry import TierRegistry
 
@@ -30,7 +31,8 @@ class AdminServing:
                 "tiers": {name: {**t.model_dump(mode="json", exclude_none=True),
                                  "status": (self.tiers.resolve(name).status.value if self.tiers.resolve(name) else "absent")}
                           for name, t in snapshot.tiers.items()},
-                "workloads": {w: r.public() for w, r in snapshot.routes.items()}}
+                "workloads": {w: r.public() for w, r in snapshot.routes.items()},
+                "router": snapshot.router.__dict__ if snapshot.router else None}
 
     async def register(self, body: dict) -> dict:
         try:
@@ -52,6 +54,12 @@ class AdminServing:
             raise GatewayError(f"No tier `{spec.tier}`: register it first.", status_code=404, param="tier",
                                code="model_not_found")
         return await self._apply(self.store.set_canary, workload, spec.tier, spec.share, spec.competence_artifact)
+
+    async def set_router(self, spec: RouterRequest) -> dict:
+        for path in (spec.artifact, spec.competence_artifact):
+            if path is not None and not await asyncio.to_thread(os.path.isfile, path):
+                raise GatewayError(f"No file {path} on this replica.", status_code=404, code="artifact_not_found")
+        return await self._apply(self.store.set_router, spec.artifact, spec.threshold, spec.competence_artifact)
 
     async def promote(self, workload: str) -> dict:
         return await self._apply(self.store.promote, workload)

@@ -1,5 +1,6 @@
 """Runtime control (issue #13 item 5): tiers registered while the gateway runs, per-workload
-routes (the student serving a workload, its competence index, a canary and its share), and a
+routes (the student serving a workload, its competence index, a canary and its share), the
+default chain's router / threshold / competence index, and a
 version every replica polls so a change reaches all of them within seconds, without restart.
 
 Revision ID: 0003
@@ -36,6 +37,14 @@ def upgrade() -> None:
         sa.Column("previous_tier", sa.String(128)),  # what rollback restores
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(  # the default chain's router, threshold and competence index, when changed at runtime
+        "runtime_router",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("artifact", sa.Text),
+        sa.Column("threshold", sa.Float),
+        sa.Column("competence_artifact", sa.Text),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
     op.create_table(
         "runtime_version",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -46,5 +55,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("runtime_version")
+    op.drop_table("runtime_router")
     op.drop_table("workload_routes")
     op.drop_table("runtime_tiers")
