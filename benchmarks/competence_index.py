@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/competence_index.py [--data-dir ../shared/data] [--mmlu-n 3000]
+    python -m benchmarks.competence_index [--data-dir ../shared/data] [--mmlu-n 3000]
 
 Fits every variant (feature set x k) on Banking77 *train* only, chooses one on data carved
 from that train split only, then reports for every variant, on data it never saw:
@@ -32,35 +32,22 @@ import math
 import os
 import platform
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from distill.data import SYSTEM_PROMPT, data_root  # noqa: E402
-from router.competence import CompetenceIndex  # noqa: E402
-from router.data import load_mmlu  # noqa: E402
+from benchmarks.common import REPO, wilson
+from distill.data import SYSTEM_PROMPT, data_root
+from router.competence import CompetenceIndex
+from router.data import load_mmlu
 
 VARIANTS = [{"features": f, "k": k} for f in ("word", "char", "word+char") for k in (1, 5, 10)]
 TARGET_ACCEPTANCE = 0.95  # see README: leaves room for the router behind the gate in the >= 90 % target
 CURVE = (0.90, 0.95, 0.98, 0.99)
 LATENCY_BUDGET_P50_MS = 1.0
 NOVEL_INTENT_SHARE = 0.2
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """95 % Wilson score interval for a share."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
 
 
 def share(mask: np.ndarray) -> dict:

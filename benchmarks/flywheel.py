@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import csv
 import json
-import math
 import random
 import subprocess
 import sys
@@ -45,23 +44,15 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from benchmarks.common import REPO, RESULTS, log, require_data
+from benchmarks.common import REPO, RESULTS, log, require_data, wilson
 from distill.data import SYSTEM_PROMPT, parse_intent
+from gateway.control.store import ControlStore
 from gateway.devtools.processes import ServerProcess, model_cache, start_gateway
 
 EXAM_SYSTEM = "Answer the multiple-choice question with the letter of the correct option (A, B, C or D) only."
 HEADER = "x-tierwise-workload"
 PRICE = {"teacher": {"input_per_million": 0.084, "output_per_million": 0.84},
          "student": {"input_per_million": 0.030, "output_per_million": 0.30}}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def banking(split: str) -> list[tuple[str, str]]:
@@ -140,10 +131,15 @@ def run_turn(gw: ServerProcess, db: str, workload: str, canary_texts: list[str],
            "--canary-timeout-s", "1200", "--tier-name", f"{workload}-student"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    control = ControlStore(sa.create_engine(db))
     offset = 0
-    while proc.poll() is None:  # canary traffic until the turn decides
+    while proc.poll() is None:  # canary traffic once the candidate is live, until the turn decides
+        route = control.snapshot().routes.get(workload)
+        if route is None or route.canary_tier is None:
+            time.sleep(5)  # training and evaluating: the 2 cores are theirs
+            continue
         batch = canary_texts[offset:offset + 16] or canary_texts[:16]
-        offset += 16
+        offset = offset + 16 if offset + 16 < len(canary_texts) else 0
         asyncio.run(replay(gw, workload, batch, "auto", concurrency=4))
     output = proc.stdout.read() if proc.stdout else ""
     log(f"{workload}: flywheel run exited {proc.returncode}: {output.strip().splitlines()[-1] if output.strip() else ''}")

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import REPO, RESULTS, log
-from benchmarks.competence_index import wilson
+from benchmarks.common import wilson
 from benchmarks.routing_outcomes import MAX_TOKENS, generate, load_outcomes, sample_sets, throughput
 from distill.data import parse_intent
 
