@@ -32,7 +32,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.ledger.schema import captures_table, normalise_url
+from gateway.capture.store import CaptureStore
+from gateway.config import CaptureConfig
+from gateway.ledger.schema import normalise_url
 
 SPLITS = ("train", "validation", "test")
 _SPACE = re.compile(r"\s+")
@@ -59,13 +61,10 @@ class DatasetReport:
 
 
 def read_captures(ledger: Engine | str, workload: str) -> Iterator[dict]:
-    """Captured records of ``workload``, oldest first, as dicts of the table's columns."""
+    """Captured records of ``workload``, oldest first (``CaptureStore.iter_records``)."""
     engine = ledger if isinstance(ledger, Engine) else sa.create_engine(normalise_url(ledger))
-    stmt = sa.select(captures_table).where(captures_table.c.workload == workload).order_by(captures_table.c.id)
     try:
-        with engine.connect() as conn:
-            for row in conn.execute(stmt.execution_options(yield_per=500)).mappings():
-                yield dict(row)
+        yield from CaptureStore(engine, CaptureConfig()).iter_records(workload)
     finally:
         if engine is not ledger:
             engine.dispose()
