@@ -51,6 +51,7 @@ from gateway.routing.workloads import RoutingTable
 from gateway.shadow.sampler import ShadowSampler
 from gateway.state import GatewayState
 from gateway.tiers.registry import TierRegistry
+from gateway.tiers.throughput import ThroughputMeter
 
 log = logging.getLogger("gateway")
 
@@ -80,7 +81,8 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
                                        timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0))
         tiers = TierRegistry(config, client)
         keys = KeyStore(engine)
-        pricing, metrics = Pricing(config), GatewayMetrics()
+        meter = ThroughputMeter(tiers.metrics_urls(), client)  # compute-priced tiers' measured tokens/s
+        pricing, metrics = Pricing(config, meter.tokens_per_s), GatewayMetrics()
         auth = Authenticator(config.auth, keys, on_store_read=metrics.key_store_reads.inc)
         await auth.start()
         limiter = build_limiter(config.limits, lambda key_id, since: queries.spent_since(engine, key_id, since))
@@ -119,6 +121,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         try:
             await tiers.start(wait)
             await reloader.start()  # runtime tiers and workload routes from the database
+            meter.start()
             # Everything allocated so far lives as long as the app: keep the collector from
             # re-scanning it on every cycle (as vLLM does), which shortens GC pauses under load.
             gc.collect()
@@ -127,6 +130,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             yield
         finally:
             await reloader.stop()
+            await meter.stop()
             await shadow.stop()
             await tiers.stop()
             await captures.stop()

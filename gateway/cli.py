@@ -104,6 +104,7 @@ def report(
     out: Path | None = typer.Option(None, "--out", "-o", file_okay=False, help="output folder (default: <state_dir>/reports)"),
     bucket: str = typer.Option("day", help="time bucket of the tables and plots: day or hour"),
     currency: str = typer.Option("$", help="currency sign in the human-readable formats"),
+    by: str = typer.Option("key", "--by", help="second breakdown next to the tiers: key, user, workload or tier"),
 ) -> None:
     """Write a cost report (spend, teacher counterfactual, savings, latency, routing) from the ledger."""
     from gateway.ledger.schema import LedgerNotFound
@@ -116,6 +117,8 @@ def report(
         raise typer.BadParameter(f"{', '.join(bad)}: choose from {', '.join(FORMATS)}", param_hint="--format")
     if bucket not in ("day", "hour"):
         raise typer.BadParameter("day or hour", param_hint="--bucket")
+    if by not in ("key", "user", "workload", "tier"):
+        raise typer.BadParameter("key, user, workload or tier", param_hint="--by")
     cfg = load_config(config)
     try:
         filters = Filters(_when(since, "--since"), _when(until, "--until"), key)
@@ -124,7 +127,8 @@ def report(
     out = out or Path(cfg.state_dir) / "reports"
     try:
         result, written = generate(ledger_url or cfg.ledger.url, filters, formats, out,  # type: ignore[arg-type]
-                                   teacher_tier=cfg.teacher_tier, bucket=bucket, currency=currency)  # type: ignore[arg-type]
+                                   teacher_tier=cfg.teacher_tier, bucket=bucket, currency=currency,  # type: ignore[arg-type]
+                                   group_by=by)  # type: ignore[arg-type]
     except LedgerNotFound as exc:  # read-only: a mistyped path must not become an empty ledger
         raise typer.BadParameter(str(exc), param_hint="--ledger-url / the config's ledger.url") from None
     stdout = Console()

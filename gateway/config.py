@@ -23,104 +23,12 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.tier_config import (LiteLLMProvider, Price, RemoteServer, TierCapabilities, TierConfig,  # noqa: F401
+                                 VLLMServer, _Strict)
 from router.defaults import DEFAULT_ARTIFACT, default_threshold_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PLACEHOLDER = re.compile(r"\{(project_root|model_cache|state_dir|env:[A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Price(_Strict):
-    """Price of a tier in currency units per million tokens.
-
-    ``None`` on a litellm tier means: take it from litellm's cost map.
-    """
-
-    input_per_million: float = Field(ge=0)
-    output_per_million: float = Field(ge=0)
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
-
-
-class VLLMServer(_Strict):
-    """A vLLM OpenAI server that the gateway starts, health-checks, restarts and stops."""
-
-    model: str = Field(description="Hugging Face model dir (or id) served by vLLM")
-    port: int | None = Field(default=None, description="None: a free port is picked at start")
-    host: str = "127.0.0.1"
-    dtype: str = "float32"
-    max_model_len: int = 1024
-    enforce_eager: bool = True
-    extra_args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=lambda: {"VLLM_CPU_KVCACHE_SPACE": "1"})
-    startup_timeout_s: float = 600.0
-    max_restarts: int = Field(default=5, ge=0, description="crashes within restart_window_s before the tier is given up")
-    restart_window_s: float = Field(default=600.0, gt=0, description="crashes older than this are forgiven")
-    lora_modules: dict[str, str] = Field(default_factory=dict, description="LoRA adapters this process serves "
-                                         "next to its base model: served name -> adapter dir (vLLM --enable-lora); "
-                                         "a tier with `served_by:` this tier exposes each one")
-    max_lora_rank: int = Field(default=16, ge=1, description="largest adapter rank vLLM reserves room for")
-
-
-class RemoteServer(_Strict):
-    """An OpenAI-compatible server that somebody else runs (another vLLM, a TGI, ...)."""
-
-    base_url: str = Field(description="e.g. http://127.0.0.1:8001/v1")
-    upstream_model: str | None = Field(default=None, description="model name upstream; default: the tier name")
-    api_key_env: str | None = Field(default=None, description="env var holding the upstream key")
-    max_model_len: int | None = None
-    continuous_usage: bool = Field(default=False, description="the server reports usage on every streamed chunk "
-                                   "when asked (vLLM does; OpenAI does not): a cut stream is booked what it sent")
-
-
-class LiteLLMProvider(_Strict):
-    """A hosted model reached through litellm (``openai/gpt-4o``, ``anthropic/claude-...``)."""
-
-    model: str
-    api_base: str | None = None
-    api_key_env: str | None = Field(default=None, description="env var holding the key (litellm also reads the provider's usual one)")
-    max_model_len: int | None = None
-
-
-class TierConfig(_Strict):
-    """One entry of ``model_list``: a named tier and exactly one way to reach it."""
-
-    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-    aliases: list[str] = Field(default_factory=list)
-    role: Literal["teacher", "student", "other"] = "other"
-    vllm: VLLMServer | None = None
-    url: RemoteServer | None = None
-    litellm: LiteLLMProvider | None = None
-    served_by: str | None = Field(default=None, description="a LoRA adapter served by this `vllm:` tier's process "
-                                  "(listed in its vllm.lora_modules under this tier's model_name): one process, "
-                                  "two tiers with their own names, roles and prices")
-    price: Price | None = None
-    timeout_s: float = 600.0
-    fallbacks: list[str] = Field(default_factory=list, description="tiers tried in order when this one fails")
-    breaker_failures: int = Field(default=3, ge=1, description="consecutive failures that open the circuit")
-    breaker_cooldown_s: float = Field(default=10.0, gt=0, description="open at least this long, then probe health")
-
-    @model_validator(mode="after")
-    def _one_backend(self) -> TierConfig:
-        backends = [b for b in (self.vllm, self.url, self.litellm, self.served_by) if b is not None]
-        if len(backends) != 1:
-            raise ValueError(f"tier {self.model_name!r} needs exactly one of vllm:, url:, litellm:, served_by:")
-        if self.price is None and self.litellm is None:
-            raise ValueError(f"tier {self.model_name!r} needs a price (litellm tiers may use the cost map)")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return "vllm" if self.vllm else "url" if self.url else "adapter" if self.served_by else "litellm"
-
-    @property
-    def max_model_len(self) -> int | None:
-        backend = self.vllm or self.url or self.litellm
-        return backend.max_model_len if backend else None
 
 
 class CompetenceGateConfig(_Strict):
@@ -336,6 +244,9 @@ class GatewayConfig(_Strict):
             if host is None or host.vllm is None or tier.model_name not in host.vllm.lora_modules:
                 raise ValueError(f"tier {tier.model_name!r} is served_by {tier.served_by!r}, which must be a vllm: "
                                  f"tier listing {tier.model_name!r} in its vllm.lora_modules")
+            if tier.supports.tools and not host.supports.tools:
+                raise ValueError(f"tier {tier.model_name!r} supports tools but its process ({tier.served_by!r}) "
+                                 "is not started with tool calling: set supports.tools on that tier too")
         if self.teacher_tier not in names:
             raise ValueError(f"the counterfactual teacher tier {self.teacher_tier!r} is not in model_list")
         return self

@@ -202,3 +202,13 @@ class ContainUnhandled:
             return
         if not started:  # mid-response, the connection is closed by uvicorn instead
             await error.response()(scope, receive, send)
+
+
+def unsupported_by_tier(tier: str, gaps: list[str], param: str) -> GatewayError:
+    """A request names a tier that cannot serve what it asks for (tools, a response_format, an image)."""
+    return GatewayError(
+        f"Tier `{tier}` does not support {', '.join(gaps)}; send the request to a tier that does "
+        f"(see /v1/models) or to `auto`.",
+        param=param,
+        code="unsupported_by_tier",
+    )

@@ -189,6 +189,7 @@ class Booking:
             "teacher_cost": teacher_cost,
             "user": record.user,
             "workload": record.workload,
+            **self.pricing.basis(record.tier if record.status != "rejected" else None),
             "prompt": record.prompt,
             "completion": "".join(record.texts) if record.texts is not None and record.prompt is not None else None,
             **extra,

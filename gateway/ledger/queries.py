@@ -25,8 +25,20 @@ from sqlalchemy.sql.elements import ColumnElement
 from gateway.ledger.schema import requests_table as t
 
 Bucket = Literal["day", "hour"]
+GroupBy = Literal["tier", "user", "workload", "key"]
 NO_TIER = "none"  # label of rows refused before a tier was chosen (unknown model, bad input)
 NO_KEY = "none"  # label of rows without an API key id
+NO_VALUE = "none"  # label of rows without a value in the grouped dimension (no `user`, ...)
+
+# The dimensions costs can be grouped by: the tier, the request's `user` (the tenant or end user
+# a support backend names), its workload header, and the API key.
+GROUP_COLUMNS = {"tier": t.c.tier, "user": t.c.user, "workload": t.c.workload, "key": t.c.api_key_id}
+
+
+def group_column(group_by: GroupBy) -> ColumnElement:
+    if group_by not in GROUP_COLUMNS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUP_COLUMNS)}, not {group_by!r}")
+    return GROUP_COLUMNS[group_by]
 
 # Bucket labels: ISO strings identical on both databases, parsed back by ``bucket_start``.
 _SQLITE_BUCKET = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00"}
@@ -83,13 +95,21 @@ def _figures(row) -> dict:
     }
 
 
-def summary(engine: Engine, since: datetime | None = None, until: datetime | None = None,
-            api_key_id: str | None = None) -> dict:
-    """Total cost, the all-teacher counterfactual, savings, and per-tier counts."""
-    stmt = _filtered(select(t.c.tier, *_money_columns()).group_by(t.c.tier), since, until, api_key_id)
+def grouped(engine: Engine, since: datetime | None = None, until: datetime | None = None,
+            api_key_id: str | None = None, group_by: GroupBy = "tier") -> dict[str, dict]:
+    """Requests, tokens, spend and counterfactual per value of ``group_by`` (missing: ``none``)."""
+    column = group_column(group_by).label("dimension")
+    stmt = _filtered(select(column, *_money_columns()).group_by(column), since, until, api_key_id)
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
-    tiers = {(r.tier or NO_TIER): _figures(r) for r in rows}
+    return {(r.dimension or NO_VALUE): _figures(r) for r in rows}
+
+
+def summary(engine: Engine, since: datetime | None = None, until: datetime | None = None,
+            api_key_id: str | None = None, group_by: GroupBy = "tier") -> dict:
+    """Total cost, the all-teacher counterfactual, savings, per-tier figures and, for another
+    ``group_by``, the same figures per user, workload or key."""
+    tiers = grouped(engine, since, until, api_key_id, "tier")
     total = sum(v["cost"] for v in tiers.values())
     counterfactual = sum(v["teacher_cost"] for v in tiers.values())
     savings = counterfactual - total
@@ -100,6 +120,8 @@ def summary(engine: Engine, since: datetime | None = None, until: datetime | Non
         "savings": savings,
         "savings_pct": savings_pct(total, counterfactual),
         "tiers": tiers,
+        "group_by": group_by,
+        "groups": tiers if group_by == "tier" else grouped(engine, since, until, api_key_id, group_by),
     }
 
 
@@ -111,10 +133,7 @@ def savings_pct(cost: float, teacher_cost: float) -> float:
 def by_key(engine: Engine, since: datetime | None = None, until: datetime | None = None,
            api_key_id: str | None = None) -> dict[str, dict]:
     """Spend and counterfactual per API key id (rows without a key under ``NO_KEY``)."""
-    stmt = _filtered(select(t.c.api_key_id, *_money_columns()).group_by(t.c.api_key_id), since, until, api_key_id)
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    return {(r.api_key_id or NO_KEY): _figures(r) for r in rows}
+    return grouped(engine, since, until, api_key_id, "key")
 
 
 def by_status(engine: Engine, since: datetime | None = None, until: datetime | None = None,
@@ -142,19 +161,20 @@ def bucket_start(label: str) -> datetime:
 
 
 def timeseries(engine: Engine, since: datetime | None = None, until: datetime | None = None,
-               api_key_id: str | None = None, bucket: Bucket = "day") -> list[dict]:
-    """Per UTC day (or hour), per tier: requests, tokens, cost and counterfactual.
+               api_key_id: str | None = None, bucket: Bucket = "day", group_by: GroupBy = "tier") -> list[dict]:
+    """Per UTC day (or hour), per tier (or user, workload, key): requests, tokens, cost and counterfactual.
 
     Only buckets that have rows are returned, oldest first, each as
-    ``{"start": datetime, "tiers": {tier: figures}}``.
+    ``{"start": datetime, "tiers": {value: figures}}`` (the key stays ``tiers`` whatever the grouping).
     """
     label = bucket_expr(engine, bucket).label("bucket")
-    stmt = _filtered(select(label, t.c.tier, *_money_columns()).group_by(label, t.c.tier), since, until, api_key_id)
+    column = group_column(group_by).label("dimension")
+    stmt = _filtered(select(label, column, *_money_columns()).group_by(label, column), since, until, api_key_id)
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
     series: dict[str, dict[str, dict]] = defaultdict(dict)
     for r in rows:
-        series[r.bucket][r.tier or NO_TIER] = _figures(r)
+        series[r.bucket][r.dimension or NO_VALUE] = _figures(r)
     return [{"start": bucket_start(b), "tiers": series[b]} for b in sorted(series)]
 
 

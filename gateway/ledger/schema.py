@@ -74,6 +74,11 @@ requests_table = Table(
     Column("extra_cost", Float),
     # The workload the request named (``x-tierwise-workload``; issue #13), for capture and reports.
     Column("workload", String(128), index=True),
+    # How the row was priced (issue #14): 'list' or 'map' per-token prices, or a per_hour machine
+    # cost at the tier's 'measured' (or, before any measurement, 'assumed') throughput.
+    Column("price_source", String(16)),
+    Column("price_per_hour", Float),
+    Column("price_tokens_per_s", Float),
 )
 
 

@@ -98,6 +98,9 @@ class Period:
     tiers: dict[str, Spend] = field(default_factory=dict)
 
 
+GROUP_LABELS = {"key": "API key", "user": "User", "workload": "Workload", "tier": "Tier"}
+
+
 @dataclass
 class CostReport:
     filters: Filters
@@ -107,11 +110,16 @@ class CostReport:
     last_request: datetime | None
     total: Spend
     tiers: list[Spend]
-    keys: list[Spend]
+    groups: list[Spend]  # per API key by default, or per `user` / workload / tier (``--by``)
     days: list[Period]
     statuses: dict[str, int]
     latency: list[Latency]
     scores: ScoreHistogram
+    group_by: str = "key"
+
+    @property
+    def group_label(self) -> str:
+        return GROUP_LABELS[self.group_by]
 
     @property
     def tier_names(self) -> list[str]:
@@ -130,7 +138,8 @@ class CostReport:
             "last_request": iso(self.last_request),
             "total": self.total.as_dict(),
             "tiers": [s.as_dict() for s in self.tiers],
-            "keys": [s.as_dict() for s in self.keys],
+            "group_by": self.group_by,
+            "groups": [s.as_dict() for s in self.groups],
             "days": [{"start": iso(p.start), **p.total.as_dict(), "tiers": {n: s.as_dict() for n, s in p.tiers.items()}}
                      for p in self.days],
             "statuses": self.statuses,
@@ -192,14 +201,14 @@ def score_histogram(scores: list[float], threshold: float | None, bins: int = SC
 
 
 def build_report(engine: Engine, filters: Filters = Filters(), *, teacher_tier: str | None = None,
-                 bucket: Bucket = "day", now: datetime | None = None) -> CostReport:
+                 bucket: Bucket = "day", now: datetime | None = None, group_by: queries.GroupBy = "key") -> CostReport:
     """Read everything a report needs from the ledger behind ``engine``."""
     args = filters.args()
     s = queries.summary(engine, *args)
     n = s["requests"]
     tiers = sorted((_spend(name, f, n) for name, f in s["tiers"].items()), key=lambda x: (-x.requests, x.name))
-    keys = sorted((_spend(name, f, n) for name, f in queries.by_key(engine, *args).items()),
-                  key=lambda x: (-x.cost, x.name))
+    groups = sorted((_spend(name, f, n) for name, f in queries.grouped(engine, *args, group_by).items()),
+                    key=lambda x: (-x.cost, x.name))
     lat = []
     for tier, values in sorted(queries.latencies(engine, *args).items()):
         p = percentiles(values["latency_ms"])
@@ -215,7 +224,8 @@ def build_report(engine: Engine, filters: Filters = Filters(), *, teacher_tier: 
         last_request=last,
         total=_sum("total", tiers, n),
         tiers=tiers,
-        keys=keys,
+        groups=groups,
+        group_by=group_by,
         days=periods(queries.timeseries(engine, *args, bucket=bucket), n, bucket),
         statuses=dict(sorted(queries.by_status(engine, *args).items())),
         latency=lat,

@@ -17,7 +17,7 @@ SPEND_FIELDS = ["name", "requests", "errors", "share_pct", "prompt_tokens", "com
                 "teacher_cost", "savings", "savings_pct"]
 LATENCY_FIELDS = ["tier", "count", "p50_ms", "p95_ms", "p99_ms", "ttft_count", "ttft_p50_ms", "ttft_p95_ms",
                   "ttft_p99_ms"]
-CSV_FILES = {"tiers": "tiers.csv", "keys": "keys.csv", "day": "days.csv", "hour": "hours.csv", "latency": "latency.csv"}
+CSV_FILES = {"tiers": "tiers.csv", "key": "keys.csv", "user": "users.csv", "workload": "workloads.csv", "day": "days.csv", "hour": "hours.csv", "latency": "latency.csv"}
 
 
 def _write(path: Path, fields: list[str], rows: list[dict], first_header: str | None = None) -> Path:
@@ -34,11 +34,13 @@ def _spend_rows(rows: list[Spend]) -> list[dict]:
 
 
 def write_csv(report: CostReport, out: Path, bucket: str = "day") -> list[Path]:
-    """``tiers.csv``, ``keys.csv``, ``days.csv`` (``hours.csv`` per hour) and ``latency.csv`` in ``out``."""
+    """``tiers.csv``, ``keys.csv`` (``users.csv``/``workloads.csv`` when grouped so), ``days.csv``
+    (``hours.csv`` per hour) and ``latency.csv`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     return [
         _write(out / CSV_FILES["tiers"], SPEND_FIELDS, _spend_rows(report.tiers), "tier"),
-        _write(out / CSV_FILES["keys"], SPEND_FIELDS, _spend_rows(report.keys), "api_key_id"),
+        *([_write(out / CSV_FILES[report.group_by], SPEND_FIELDS, _spend_rows(report.groups),
+                  {"key": "api_key_id"}.get(report.group_by, report.group_by))] if report.group_by != "tier" else []),
         _write(out / CSV_FILES[bucket], SPEND_FIELDS, _spend_rows([p.total for p in report.days]), bucket),
         _write(out / CSV_FILES["latency"], LATENCY_FIELDS, [asdict(x) for x in report.latency]),
     ]

@@ -12,7 +12,7 @@ from typing import Literal
 
 from sqlalchemy.engine import Engine
 
-from gateway.ledger.queries import Bucket
+from gateway.ledger.queries import Bucket, GroupBy
 from gateway.ledger.schema import open_existing
 from gateway.reports import export, figures
 from gateway.reports.data import CostReport, Filters, build_report
@@ -65,11 +65,11 @@ def write_report(report: CostReport, formats: Iterable[Format], out: Path, *, bu
 
 def generate(ledger: str | Engine, filters: Filters, formats: Iterable[Format], out: Path, *,
              teacher_tier: str | None = None, bucket: Bucket = "day",
-             currency: str = DEFAULT_CURRENCY) -> tuple[CostReport, list[Path]]:
+             currency: str = DEFAULT_CURRENCY, group_by: GroupBy = "key") -> tuple[CostReport, list[Path]]:
     """Build the report from a ledger URL (or engine) and write it; returns both."""
     engine = open_ledger(ledger) if isinstance(ledger, str) else ledger
     try:
-        report = build_report(engine, filters, teacher_tier=teacher_tier, bucket=bucket)
+        report = build_report(engine, filters, teacher_tier=teacher_tier, bucket=bucket, group_by=group_by)
     finally:
         if isinstance(ledger, str):
             engine.dispose()

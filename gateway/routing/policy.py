@@ -68,6 +68,14 @@ class FixedPolicy:
 MAX_ROUTING_CHARS = 4_000
 
 
+def without_instructions(messages: list[dict]) -> list[dict]:
+    """The conversation without system/developer turns: those are the operator's instructions,
+    which say nothing about how hard this request is and would differ from the prompts the
+    trained router learned from (the competence gate, by contrast, reads them)."""
+    turns = [m for m in messages if m.get("role") not in ("system", "developer")]
+    return turns or messages[-1:]
+
+
 def bounded_messages(messages: list[dict], max_chars: int = MAX_ROUTING_CHARS) -> list[dict]:
     """The conversation with at most ``max_chars`` characters of text, for the router.
 
@@ -107,7 +115,7 @@ class ThresholdPolicy:
         self.shift = shift
 
     def route(self, messages: list[dict]) -> RouteDecision:
-        score = float(self.scorer.score(bounded_messages(messages)))
+        score = float(self.scorer.score(bounded_messages(without_instructions(messages))))
         threshold = min(1.0, max(0.0, self.threshold + self.shift))
         tier = self.strong_tier if score >= threshold else self.weak_tier
         return RouteDecision(tier=tier, score=score, threshold=threshold, policy=self.name)

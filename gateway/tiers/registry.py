@@ -11,6 +11,7 @@ import aiohttp
 from gateway.config import GatewayConfig, TierConfig
 from gateway.tiers.base import Tier
 from gateway.tiers.openai_http import OpenAIHTTPTier
+from gateway.tiers.throughput import metrics_url_of
 from gateway.tiers.vllm_process import AdapterTier, VLLMProcessTier
 
 log = logging.getLogger("gateway.tiers")
@@ -70,6 +71,17 @@ class TierRegistry:
 
     def __iter__(self):
         return iter(self.tiers.values())
+
+    def metrics_urls(self) -> dict[str, str]:
+        """``/metrics`` URL of each compute-priced (``price.per_hour``) tier's server."""
+        urls = {}
+        for tier in self.tiers.values():
+            price = tier.config.price
+            if price is not None and price.compute_priced:
+                url = metrics_url_of(tier.config, getattr(tier, "base_url", None))
+                if url is not None:
+                    urls[tier.name] = url
+        return urls
 
     def ready(self) -> list[Tier]:
         return [t for t in self.tiers.values() if t.is_ready]

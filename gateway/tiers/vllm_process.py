@@ -98,7 +98,7 @@ def vllm_command(config: TierConfig, port: int) -> list[str]:
         # One process, base + adapters: each adapter is a model name of its own on this server.
         cmd += ["--enable-lora", "--max-lora-rank", str(server.max_lora_rank), "--max-loras", str(len(server.lora_modules)),
                 "--lora-modules", *(f"{name}={path}" for name, path in server.lora_modules.items())]
-    return cmd + list(server.extra_args)
+    return cmd + config.vllm_capability_args() + list(server.extra_args)
 
 
 class VLLMProcessTier(OpenAIHTTPTier):

@@ -22,7 +22,7 @@ UNTIL = datetime(2026, 3, 4, tzinfo=UTC)
 
 def _row(n: int, ts: str, key: str | None, tier: str | None, status: str, prompt: int, completion: int,
          cost: float, teacher_cost: float, latency: float | None, score: float | None = None,
-         ttft: float | None = None) -> dict:
+         ttft: float | None = None, user: str | None = None) -> dict:
     return {
         "ts": datetime.fromisoformat(ts).replace(tzinfo=UTC), "request_id": f"req-{n}", "api_key_id": key,
         "endpoint": "chat", "requested_model": "auto" if score is not None else (tier or "nope"), "tier": tier,
@@ -31,19 +31,20 @@ def _row(n: int, ts: str, key: str | None, tier: str | None, status: str, prompt
         "prompt_tokens": prompt, "completion_tokens": completion, "latency_ms": latency, "ttft_ms": ttft,
         "status": status, "http_status": {"ok": 200, "error": 502, "rejected": 404}.get(status, 499),
         "error": None if status == "ok" else status, "cost": cost, "teacher_cost": teacher_cost,
+        "user": user, "workload": None if tier is None else ("support" if tier == "student" else "general"),
     }
 
 
 # n, ts (UTC), key, tier, status, prompt, completion, cost, teacher_cost, latency ms, score, ttft ms
 ROWS = [
     _row(0, "2026-02-28T23:59:59", "key-a", "teacher", "ok", 100, 50, 100.0, 100.0, 10.0, 0.95),  # before
-    _row(1, "2026-03-01T00:30:00", "key-a", "teacher", "ok", 100, 50, 2.0, 2.0, 100.0, 0.92),
-    _row(2, "2026-03-01T10:00:00", "key-a", "student", "ok", 100, 50, 0.5, 2.0, 40.0, 0.18, ttft=10.0),
-    _row(3, "2026-03-01T23:59:59.5", "key-b", "student", "ok", 200, 100, 1.0, 4.0, 60.0, 0.3),
-    _row(4, "2026-03-02T00:00:00", "key-b", "teacher", "ok", 200, 100, 4.0, 4.0, 300.0, 0.71, ttft=50.0),
+    _row(1, "2026-03-01T00:30:00", "key-a", "teacher", "ok", 100, 50, 2.0, 2.0, 100.0, 0.92, user="u1"),
+    _row(2, "2026-03-01T10:00:00", "key-a", "student", "ok", 100, 50, 0.5, 2.0, 40.0, 0.18, ttft=10.0, user="u1"),
+    _row(3, "2026-03-01T23:59:59.5", "key-b", "student", "ok", 200, 100, 1.0, 4.0, 60.0, 0.3, user="u2"),
+    _row(4, "2026-03-02T00:00:00", "key-b", "teacher", "ok", 200, 100, 4.0, 4.0, 300.0, 0.71, ttft=50.0, user="u1"),
     _row(5, "2026-03-02T12:00:00", "key-a", "student", "error", 10, 0, 0.0, 0.0, 5000.0, 0.27),
     _row(6, "2026-03-02T13:00:00", None, None, "rejected", 0, 0, 0.0, 0.0, 1.0),
-    _row(7, "2026-03-03T08:00:00", "key-b", "student", "ok", 400, 200, 2.0, 8.0, 80.0, 0.05, ttft=30.0),
+    _row(7, "2026-03-03T08:00:00", "key-b", "student", "ok", 400, 200, 2.0, 8.0, 80.0, 0.05, ttft=30.0, user="u2"),
     _row(8, "2026-03-03T09:00:00", "key-a", "student", "ok", 100, 50, 0.5, 2.0, 20.0, 0.46),
     _row(9, "2026-03-03T09:30:00", "key-a", "teacher", "client_disconnected", 100, 50, 2.0, 2.0, 200.0),
     _row(10, "2026-03-04T00:00:00", "key-b", "student", "ok", 100, 50, 50.0, 50.0, 10.0),  # after (until excl.)
@@ -61,6 +62,16 @@ EXPECTED = {
         "key-a": (5, 2, 410, 200, 5.0, 8.0, 37.5, 100 * 5 / 9),         # rows 1, 2, 5, 8, 9
         "key-b": (3, 0, 800, 400, 7.0, 16.0, 56.25, 100 * 3 / 9),       # rows 3, 4, 7
         "none": (1, 1, 0, 0, 0.0, 0.0, 0.0, 100 * 1 / 9),               # row 6
+    },
+    "users": {  # the request's `user` (the tenant a support backend names)
+        "u1": (3, 0, 400, 200, 6.5, 8.0, 18.75, 100 * 3 / 9),         # rows 1, 2, 4
+        "u2": (2, 0, 600, 300, 3.0, 12.0, 75.0, 100 * 2 / 9),          # rows 3, 7
+        "none": (4, 3, 210, 100, 2.5, 4.0, 37.5, 100 * 4 / 9),         # rows 5, 6, 8, 9
+    },
+    "workloads": {  # student rows 'support', teacher rows 'general', the refused row none
+        "support": (5, 1, 810, 400, 4.0, 16.0, 75.0, 100 * 5 / 9),
+        "general": (3, 1, 400, 200, 8.0, 8.0, 0.0, 100 * 3 / 9),
+        "none": (1, 1, 0, 0, 0.0, 0.0, 0.0, 100 * 1 / 9),
     },
     "days": {  # UTC day: requests, cost, teacher_cost
         "2026-03-01": (3, 3.5, 8.0),                                    # rows 1, 2, 3 (row 3 at 23:59:59.5)
@@ -95,6 +106,15 @@ def ledger_url(tmp_path) -> str:
     return url
 
 
+def check_spend(rows, expected: dict) -> None:
+    """Spend rows (per tier, key, user, ...) against hand-computed figures."""
+    got = {s.name: (s.requests, s.errors, s.prompt_tokens, s.completion_tokens, s.cost, s.teacher_cost,
+                    s.savings_pct, s.share_pct) for s in rows}
+    assert set(got) == set(expected)
+    for name, values in expected.items():
+        assert got[name] == pytest.approx(values), name
+
+
 def check_report(report) -> None:
     """Assert that a ``CostReport`` over [SINCE, UNTIL) holds the hand-computed ``EXPECTED`` figures."""
     e = EXPECTED
@@ -102,12 +122,9 @@ def check_report(report) -> None:
     assert (t.requests, t.cost, t.teacher_cost) == (e["requests"], pytest.approx(e["cost"]),
                                                     pytest.approx(e["teacher_cost"]))
     assert t.savings == pytest.approx(e["savings"]) and t.savings_pct == pytest.approx(e["savings_pct"])
-    for rows, expected in ((report.tiers, e["tiers"]), (report.keys, e["keys"])):
-        got = {s.name: (s.requests, s.errors, s.prompt_tokens, s.completion_tokens, s.cost, s.teacher_cost,
-                        s.savings_pct, s.share_pct) for s in rows}
-        assert set(got) == set(expected)
-        for name, values in expected.items():
-            assert got[name] == pytest.approx(values), name
+    check_spend(report.tiers, e["tiers"])
+    check_spend(report.groups, e[{"key": "keys", "user": "users", "workload": "workloads", "tier": "tiers"}[
+        report.group_by]])
     days = {p.start.strftime("%Y-%m-%d"): (p.total.requests, p.total.cost, p.total.teacher_cost) for p in report.days}
     assert set(days) == set(e["days"])
     for day, values in e["days"].items():

@@ -27,10 +27,34 @@ def test_report_matches_hand_computed_figures(engine):
 
 def test_summary_keeps_its_keys_and_agrees_with_the_report(engine):
     s = queries.summary(engine, SINCE, UNTIL)
-    assert set(s) == {"requests", "total_cost", "teacher_counterfactual_cost", "savings", "savings_pct", "tiers"}
+    assert set(s) == {"requests", "total_cost", "teacher_counterfactual_cost", "savings", "savings_pct", "tiers",
+                      "group_by", "groups"}
+    assert s["group_by"] == "tier" and s["groups"] == s["tiers"]
     assert set(s["tiers"]["student"]) == {"requests", "errors", "prompt_tokens", "completion_tokens", "cost",
                                           "teacher_cost"}
     assert (s["requests"], s["total_cost"], s["teacher_counterfactual_cost"]) == (9, 12.0, 24.0)
+
+
+@pytest.mark.parametrize("group_by", ["user", "workload", "key", "tier"])
+def test_report_grouped_by_each_dimension(engine, group_by):
+    """Per-tenant reporting: the second breakdown by the request's `user`, its workload, key or tier."""
+    check_report(build_report(engine, Filters(SINCE, UNTIL), teacher_tier="teacher", group_by=group_by))
+
+
+def test_timeseries_grouped_by_user_sums_to_the_tier_series(engine):
+    by_user = queries.timeseries(engine, SINCE, UNTIL, group_by="user")
+    by_tier = queries.timeseries(engine, SINCE, UNTIL)
+    assert [p["start"] for p in by_user] == [p["start"] for p in by_tier]
+    mar1 = by_user[0]["tiers"]  # rows 1, 2 (u1) and 3 (u2)
+    assert {u: (f["requests"], f["cost"]) for u, f in mar1.items()} == {"u1": (2, 2.5), "u2": (1, 1.0)}
+    for user_point, tier_point in zip(by_user, by_tier):
+        assert sum(f["cost"] for f in user_point["tiers"].values()) == pytest.approx(
+            sum(f["cost"] for f in tier_point["tiers"].values()))
+
+
+def test_unknown_grouping_is_refused(engine):
+    with pytest.raises(ValueError, match="group_by"):
+        queries.summary(engine, SINCE, UNTIL, group_by="color")  # type: ignore[arg-type]
 
 
 def test_unfiltered_report_includes_rows_outside_the_period(engine):
@@ -45,7 +69,7 @@ def test_key_filter(engine):
     report = build_report(engine, Filters(SINCE, UNTIL, api_key_id="key-b"))
     # rows 3, 4, 7: costs 1 + 4 + 2, teacher 4 + 4 + 8
     assert (report.total.requests, report.total.cost, report.total.teacher_cost) == (3, 7.0, 16.0)
-    assert [k.name for k in report.keys] == ["key-b"]
+    assert [k.name for k in report.groups] == ["key-b"]
     assert {t.name: t.requests for t in report.tiers} == {"student": 2, "teacher": 1}
     assert report.scores.scored == 3 and report.scores.at_or_above_threshold == 1  # .3 .71 .05
 

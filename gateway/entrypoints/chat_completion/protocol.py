@@ -49,8 +49,9 @@ class ChatCompletionRequest(SamplingRequest):
         return self.max_completion_tokens or self.max_tokens
 
     def routing_messages(self) -> list[dict[str, str]]:
-        """Plain ``{"role", "content"}`` dicts for the router: the conversation without its
-        system/developer instructions, which are the operator's and say nothing about how hard
-        this request is (and would differ from the prompts the router was trained on)."""
-        turns = [{"role": m.role, "content": m.text()} for m in self.messages if m.role not in ("system", "developer")]
-        return turns or [{"role": "user", "content": self.messages[-1].text()}]
+        """The whole conversation as plain ``{"role", "content"}`` dicts: system prompt, earlier
+        turns and the last one. The competence gate reads system and user turns (a system prompt
+        the student was trained with is known to its index and ignored; another one is part of
+        what is asked); the trained router reads the turns without the operator's instructions
+        (``routing.policy.without_instructions``), as it was trained."""
+        return [{"role": m.role, "content": m.text()} for m in self.messages]

@@ -20,6 +20,8 @@ router = APIRouter()
 SINCE = Query(default=None, description="ISO time, inclusive; UTC unless it has an offset")
 UNTIL = Query(default=None, description="ISO time, exclusive; UTC unless it has an offset")
 KEY = Query(default=None, description="api key id (admins only; other keys always see their own)")
+GROUP_BY = Query(default="tier", description="break the figures down by tier, the request's `user`, "
+                 "its workload header, or the API key")
 
 
 def visible_key(requested: str | None, key: ApiKey | None) -> str | None:
@@ -34,10 +36,11 @@ async def summary(
     since: datetime | None = SINCE,
     until: datetime | None = UNTIL,
     key: str | None = KEY,
+    group_by: Literal["tier", "user", "workload", "key"] = GROUP_BY,
     caller_key: ApiKey | None = Depends(caller),
     state: GatewayState = Depends(get_state),
 ) -> dict:
-    return await cost_summary(state, since, until, visible_key(key, caller_key))
+    return await cost_summary(state, since, until, visible_key(key, caller_key), group_by)
 
 
 @router.get("/v1/costs/timeseries", tags=["costs"])
@@ -46,7 +49,8 @@ async def timeseries(
     until: datetime | None = UNTIL,
     key: str | None = KEY,
     bucket: Literal["day", "hour"] = Query(default="day", description="UTC day or hour buckets"),
+    group_by: Literal["tier", "user", "workload", "key"] = GROUP_BY,
     caller_key: ApiKey | None = Depends(caller),
     state: GatewayState = Depends(get_state),
 ) -> dict:
-    return await cost_timeseries(state, since, until, visible_key(key, caller_key), bucket)
+    return await cost_timeseries(state, since, until, visible_key(key, caller_key), bucket, group_by)

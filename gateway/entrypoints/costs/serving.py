@@ -57,31 +57,35 @@ def _with_savings(figures: dict) -> dict:
 
 
 async def cost_summary(state: GatewayState, since: datetime | None, until: datetime | None,
-                       api_key_id: str | None = None) -> dict:
+                       api_key_id: str | None = None, group_by: queries.GroupBy = "tier") -> dict:
     since, until = _utc_range(since, until)
-    result = await _read(state, queries.summary, since, until, api_key_id)
+    result = await _read(state, queries.summary, since, until, api_key_id, group_by)
     return {"object": "cost_summary", "teacher_tier": state.config.teacher_tier, **result}
 
 
 async def cost_timeseries(state: GatewayState, since: datetime | None, until: datetime | None,
-                          api_key_id: str | None, bucket: queries.Bucket) -> dict:
-    """One entry per UTC day/hour that has requests: totals, savings, and each tier's figures."""
+                          api_key_id: str | None, bucket: queries.Bucket, group_by: queries.GroupBy = "tier") -> dict:
+    """One entry per UTC day/hour that has requests: totals, savings, and each group's figures
+    (``groups``; with the default grouping by tier also under ``tiers``, as before)."""
     since, until = _utc_range(since, until)
-    series = await _read(state, queries.timeseries, since, until, api_key_id, bucket)
+    series = await _read(state, queries.timeseries, since, until, api_key_id, bucket, group_by)
     data = []
     for point in series:
         tiers = point["tiers"]
         total = {k: sum(f[k] for f in tiers.values())
                  for k in ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "teacher_cost")}
+        groups = {name: _with_savings(f) for name, f in sorted(tiers.items())}
         data.append({
             "start": point["start"].isoformat(),
             "end": (point["start"] + BUCKET_LENGTH[bucket]).isoformat(),
             **_with_savings(total),
-            "tiers": {name: _with_savings(f) for name, f in sorted(tiers.items())},
+            **({"tiers": groups} if group_by == "tier" else {}),
+            "groups": groups,
         })
     return {
         "object": "cost_timeseries",
         "bucket": bucket,
+        "group_by": group_by,
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "api_key_id": api_key_id,

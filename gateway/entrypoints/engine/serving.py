@@ -33,7 +33,8 @@ from gateway.entrypoints.engine.body import read_json_object
 from gateway.entrypoints.engine.protocol import SamplingRequest
 from gateway.entrypoints.engine.streaming import inspect_chunk
 from gateway.errors import (CLIENT_CLOSED_REQUEST, GatewayError, database_unavailable, from_validation_error,
-                            internal_error, model_not_found, tier_unavailable, unhandled_errors, upstream_error)
+                            internal_error, model_not_found, tier_unavailable, unhandled_errors, unsupported_by_tier,
+                            upstream_error)
 from gateway.ledger.booking import Booking, RequestRecord
 from gateway.ledger.pricing import Pricing
 from gateway.limits import Limiter
@@ -41,6 +42,7 @@ from gateway.limits.reservations import max_request_cost
 from gateway.metrics import GatewayMetrics
 from gateway.routing.cascade import plan_cascade
 from gateway.routing.policy import RouteDecision, bounded_messages
+from gateway.routing.requirements import RequestNeeds
 from gateway.routing.workloads import RoutingTable
 from gateway.shadow.sampler import ShadowSampler
 from gateway.tiers.base import Endpoint, Tier, UpstreamReply
@@ -103,7 +105,7 @@ class SamplingServing:
                 record.texts = [] if record.texts is None else record.texts
             if key is not None:
                 await self.limiter.admit(key)
-            tiers = self._candidates(parsed, record)
+            tiers = self._candidates(parsed, record, RequestNeeds.of(body))
             self._check_budget(parsed, tiers[0])
             if key is not None and key.budget is not None:
                 record.reservation = await self.limiter.reserve(key, max_request_cost(
@@ -183,8 +185,9 @@ class SamplingServing:
             )
 
     # -- routing and failover ----------------------------------------------------------
-    def _candidates(self, parsed: SamplingRequest, record: RequestRecord) -> list[Tier]:
-        """The tiers to try, in order: the chosen one (if it can take traffic), then its fallbacks."""
+    def _candidates(self, parsed: SamplingRequest, record: RequestRecord, needs: RequestNeeds) -> list[Tier]:
+        """The tiers to try, in order: the chosen one (if it can take traffic), then its fallbacks;
+        only tiers whose capabilities cover the request's needs (tools, response_format, images)."""
         if parsed.model == AUTO:
             # Bounded text: every policy's work stays a few ms on the loop, whatever the prompt size.
             decision = self.policy.route(bounded_messages(parsed.routing_messages()), record.workload)
@@ -196,10 +199,17 @@ class SamplingServing:
             chosen = self.tiers.resolve(parsed.model)
             if chosen is None:
                 raise model_not_found(parsed.model)
+            if gaps := needs.missing(chosen.config.supports):
+                raise unsupported_by_tier(chosen.name, gaps, needs.param(gaps))
         record.tier = chosen.name
         order = [chosen, *(self.tiers.resolve(name) for name in chosen.config.fallbacks)]
         if parsed.model == AUTO:  # routing may always end at the strong tier
             order.append(self.tiers.resolve(self.strong_tier))
+        if not needs.plain:
+            order = self._capable(order, needs, parsed.model == AUTO)
+            if order[0] is not chosen:
+                self._note_fallback(record, chosen.name, order[0].name, "cannot serve this request", "capability")
+                chosen = order[0]
         candidates: list[Tier] = []
         for tier in order:
             if tier is not None and tier.available and tier not in candidates:
@@ -215,14 +225,27 @@ class SamplingServing:
             self._note_fallback(record, chosen.name, candidates[0].name, "not available")
         return candidates
 
+    def _capable(self, order: list[Tier | None], needs: RequestNeeds, auto: bool) -> list[Tier]:
+        """``order`` without the tiers that cannot serve ``needs``; for ``auto``, any capable tier
+        (the strong one first) when none of the chain is; a 400 when no tier at all is."""
+        capable = [t for t in order if t is not None and not needs.missing(t.config.supports)]
+        if not capable and auto:
+            everyone = sorted(self.tiers, key=lambda t: t.name != self.strong_tier)
+            capable = [t for t in everyone if not needs.missing(t.config.supports)]
+        if not capable:
+            gaps = needs.missing(next(t for t in order if t is not None).config.supports)
+            raise GatewayError(f"No configured tier supports {', '.join(gaps)}.", param=needs.param(gaps),
+                               code="unsupported_by_tiers")
+        return capable
+
     @staticmethod
-    def _note_fallback(record: RequestRecord, from_tier: str, to_tier: str, why: str) -> None:
+    def _note_fallback(record: RequestRecord, from_tier: str, to_tier: str, why: str, reason: str = "fallback") -> None:
         log.info("request %s: tier %s %s, falling back to %s", record.request_id, from_tier, why, to_tier)
         record.fallback_from = record.fallback_from or from_tier
         record.tier = to_tier
         if record.decision is not None:
             d = record.decision
-            record.decision = RouteDecision(to_tier, d.score, d.threshold, d.policy.split("+")[0] + "+fallback")
+            record.decision = RouteDecision(to_tier, d.score, d.threshold, d.policy.split("+")[0] + "+" + reason)
 
     def _failed(self, tier: Tier, exc: GatewayError, rest: list[Tier], record: RequestRecord) -> None:
         """Count a failure against the tier; re-raise unless it is the tier's fault and a fallback is left."""
