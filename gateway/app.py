@@ -31,6 +31,8 @@ from gateway.entrypoints.chat_completion.api_router import router as chat_router
 from gateway.entrypoints.chat_completion.serving import ServingChat
 from gateway.entrypoints.completion.api_router import router as completion_router
 from gateway.entrypoints.completion.serving import ServingCompletion
+from gateway.entrypoints.embeddings.api_router import router as embeddings_router
+from gateway.entrypoints.embeddings.serving import ServingEmbedding
 from gateway.entrypoints.costs.api_router import router as costs_router
 from gateway.entrypoints.health.api_router import router as health_router
 from gateway.entrypoints.keys.api_router import router as keys_router
@@ -81,7 +83,8 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
                                        timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0))
         tiers = TierRegistry(config, client)
         keys = KeyStore(engine)
-        meter = ThroughputMeter(tiers.metrics_urls(), client)  # compute-priced tiers' measured tokens/s
+        meter = ThroughputMeter(tiers.metrics_urls(), client, poll_s=config.server.throughput_poll_s,  # per_hour tiers
+                                window_s=config.server.throughput_window_s, min_busy_s=5 * config.server.throughput_poll_s)
         pricing, metrics = Pricing(config, meter.tokens_per_s), GatewayMetrics()
         auth = Authenticator(config.auth, keys, on_store_read=metrics.key_store_reads.inc)
         await auth.start()
@@ -116,6 +119,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
                                     limiter=limiter, shadow=shadow, metrics=metrics, capture=capture)
         app.state.serving_chat = ServingChat(**engine_collaborators)
         app.state.serving_completion = ServingCompletion(**engine_collaborators)
+        app.state.serving_embedding = ServingEmbedding(**engine_collaborators)
         wait = tier_wait_s if tier_wait_s is not None else max(
             [t.vllm.startup_timeout_s for t in config.model_list if t.vllm] or [10.0])
         try:
@@ -147,7 +151,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
                   description="OpenAI-compatible gateway that routes each request to the cheapest tier "
                               "that is good enough, and books what it cost.")
     install_error_handlers(app)
-    for router in (chat_router, completion_router, models_router, costs_router, keys_router, health_router,
-                   metrics_router, admin_router):
+    for router in (chat_router, completion_router, embeddings_router, models_router, costs_router, keys_router,
+                   health_router,                   metrics_router, admin_router):
         app.include_router(router)
     return app

@@ -209,6 +209,9 @@ class ServerConfig(_Strict):
                                                "the ledger backlog on /health to callers without an admin "
                                                "key; default: only while auth is off")
     runtime_poll_s: float = Field(default=1.0, gt=0, description="how often replicas check for runtime changes")
+    throughput_poll_s: float = Field(default=5.0, gt=0, description="how often compute-priced (per_hour) tiers' "
+                                     "vLLM /metrics are read; a price needs 5 polls' worth of busy time")
+    throughput_window_s: float = Field(default=300.0, gt=0, description="sliding window of the measured throughput")
 
 
 class GatewayConfig(_Strict):

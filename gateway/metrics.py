@@ -10,11 +10,55 @@ if TYPE_CHECKING:
     from gateway.ledger.booking import RequestRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+OTHER = "other"
+
+
+class BoundedLabel:
+    """A label value that cannot blow up Prometheus: at most ``top_n`` values of their own, the rest ``other``.
+
+    A value earns its own label once it has made ``admit_after`` requests while a slot is free
+    (a one-off caller never takes a slot); its first requests were counted under ``other``.
+    Once the slots are full, new values stay ``other`` -- the ledger (``/v1/costs/summary?
+    group_by=user``) has the exact figures for every value. Counts of values not (yet) admitted
+    are kept for at most ``track`` values, then forgotten (a cheap bound, not a sketch).
+    """
+
+    def __init__(self, top_n: int = 20, admit_after: int = 5, track: int = 10_000) -> None:
+        self.top_n, self.admit_after, self.track = top_n, admit_after, track
+        self.admitted: set[str] = set()
+        self.pending: dict[str, int] = {}
+
+    def __call__(self, value: str | None) -> str:
+        if value is None:
+            return "none"
+        if value in self.admitted:
+            return value
+        if len(self.admitted) >= self.top_n:
+            return OTHER
+        seen = self.pending.get(value, 0) + 1
+        if seen >= self.admit_after:
+            self.pending.pop(value, None)
+            self.admitted.add(value)
+            return value
+        if len(self.pending) >= self.track:
+            self.pending.clear()
+        self.pending[value] = seen
+        return OTHER
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, tenant_top_n: int = 20) -> None:
         self.registry = CollectorRegistry()
+        # Per tenant (the request's `user`), workload and key: bounded label values (top N + other).
+        self.tenant_labels = {d: BoundedLabel(tenant_top_n) for d in ("user", "workload", "key")}
+        self.tenant_requests = Counter("tierwise_tenant_requests", "Requests per user, workload or API key "
+                                       "(top N values, the rest 'other')", ["dimension", "value"],
+                                       registry=self.registry)
+        self.tenant_cost = Counter("tierwise_tenant_cost", "Cost per user, workload or API key (top N, rest "
+                                   "'other')", ["dimension", "value"], registry=self.registry)
+        self.tenant_teacher_cost = Counter("tierwise_tenant_teacher_counterfactual_cost", "Teacher counterfactual "
+                                           "per user, workload or API key", ["dimension", "value"],
+                                           registry=self.registry)
         labels = ["tier", "status"]
         self.requests = Counter("tierwise_requests", "Requests handled", ["tier", "endpoint", "status"],
                                 registry=self.registry)
@@ -68,5 +112,11 @@ class GatewayMetrics:
             self.ttft.labels(tier).observe(record.ttft_ms / 1000)
         if record.decision is not None and record.decision.score is not None:
             self.route_score.observe(record.decision.score)
+        for dimension, value in (("user", record.user), ("workload", record.workload),
+                                 ("key", record.key.id if record.key else None)):
+            label = self.tenant_labels[dimension](value)
+            self.tenant_requests.labels(dimension, label).inc()
+            self.tenant_cost.labels(dimension, label).inc(record.cost)
+            self.tenant_teacher_cost.labels(dimension, label).inc(record.teacher_cost)
         if record.escalated is not None:
             (self.cascade_escalations if record.escalated else self.cascade_accepted).inc()

@@ -29,6 +29,17 @@ from starlette.routing import Route
 _LOGPROB_TAG = re.compile(r"\[logprob=(-?[0-9.]+)\]")
 
 
+def _embedding(item: object, dims: int = 8) -> list[float]:
+    """A deterministic unit vector per input (the same text always embeds the same)."""
+    import hashlib
+    import math
+
+    digest = hashlib.sha256(json.dumps(item).encode()).digest()
+    raw = [b - 127.5 for b in digest[:dims]]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [v / norm for v in raw]
+
+
 class UpstreamDropped(Exception):
     """Raised inside a stream to make the server drop the connection mid-answer."""
 
@@ -40,6 +51,7 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
     every answer is ``word`` repeated ``tokens`` times. ``continuous_usage``: honour
     ``continuous_usage_stats``; ``drop_after``: cut every stream after that many tokens."""
     words = [word] * tokens
+    served = {"generated": 0, "running": 0}  # what /metrics reports, in vLLM's names
 
     def _logprob_for(body: dict) -> float:
         found = _LOGPROB_TAG.search(json.dumps(body.get("messages", body.get("prompt", ""))))
@@ -69,8 +81,13 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         created = int(time.time())
         if not body.get("stream"):
-            if token_delay_s:
-                await asyncio.sleep(token_delay_s * tokens)
+            served["running"] += 1
+            try:
+                if token_delay_s:
+                    await asyncio.sleep(token_delay_s * tokens)
+            finally:
+                served["running"] -= 1
+                served["generated"] += tokens
             return JSONResponse({
                 "id": "chatcmpl-stub", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words)},
@@ -112,6 +129,23 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
                                                                        for i, w in enumerate(words)], False)}],
                              "usage": _usage(prompt_tokens)})
 
+    async def embeddings(request: Request) -> Response:
+        body = json.loads(await request.body())
+        inputs = body.get("input")
+        inputs = inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
+        data = [{"object": "embedding", "index": i, "embedding": _embedding(item)} for i, item in enumerate(inputs)]
+        used = sum(len(item) if isinstance(item, list) else len(str(item).split()) for item in inputs)
+        return JSONResponse({"object": "list", "model": body.get("model", "stub"), "data": data,
+                             "usage": {"prompt_tokens": used, "total_tokens": used}})
+
+    async def metrics(_: Request) -> Response:
+        """vLLM's two throughput series, as a compute-priced tier's meter reads them."""
+        return Response("# TYPE vllm:generation_tokens counter\n"
+                        f'vllm:generation_tokens_total{{model_name="stub"}} {served["generated"]}\n'
+                        "# TYPE vllm:num_requests_running gauge\n"
+                        f'vllm:num_requests_running{{model_name="stub"}} {served["running"]}\n',
+                        media_type="text/plain")
+
     async def models(_: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "stub"}]})
 
@@ -121,7 +155,9 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completion, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", models),
+        Route("/metrics", metrics),
         Route("/health", health),
     ])
 

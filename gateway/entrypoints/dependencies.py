@@ -34,6 +34,11 @@ async def completion_serving(request: Request) -> SamplingServing:
     return request.app.state.serving_completion
 
 
+async def embedding_serving(request: Request) -> SamplingServing:
+    """The ``/v1/embeddings`` serving object, built by the lifespan."""
+    return request.app.state.serving_embedding
+
+
 async def admin_serving(request: Request):
     """The runtime control serving object (``entrypoints.admin``), built by the lifespan."""
     return request.app.state.serving_admin

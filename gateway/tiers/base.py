@@ -18,7 +18,7 @@ from typing import Literal
 from gateway.config import TierConfig
 from gateway.tiers.breaker import CircuitBreaker
 
-Endpoint = Literal["chat", "completion"]
+Endpoint = Literal["chat", "completion", "embeddings"]
 
 
 class TierStatus(str, enum.Enum):

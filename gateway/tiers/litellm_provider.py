@@ -85,6 +85,8 @@ class LiteLLMTier(Tier):
         try:
             if endpoint == "chat":
                 return await litellm.acompletion(**kwargs)
+            if endpoint == "embeddings":
+                return await litellm.aembedding(**kwargs)
             return await litellm.atext_completion(**kwargs)
         except Exception as exc:  # litellm raises its own exception classes, all Exceptions
             raise _as_upstream_error(exc) from exc

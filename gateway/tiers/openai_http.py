@@ -24,7 +24,7 @@ from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamReply
 
 log = logging.getLogger("gateway.tiers")
 
-PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "completion": "/completions"}
+PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "completion": "/completions", "embeddings": "/embeddings"}
 
 
 def _error_message(content: bytes) -> str:

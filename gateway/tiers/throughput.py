@@ -28,7 +28,7 @@ from gateway.tier_config import TierConfig
 
 log = logging.getLogger("gateway.tiers")
 
-GENERATION_TOKENS = "vllm:generation_tokens"  # counter (the parser drops the _total suffix)
+GENERATION_TOKENS = "vllm:generation_tokens"  # a counter: its sample is ..._total
 RUNNING = "vllm:num_requests_running"
 
 
@@ -40,13 +40,18 @@ class Sample:
 
 
 def parse_vllm_metrics(text: str) -> tuple[float, float] | None:
-    """(generation tokens so far, requests running now), summed over engines and models, or None."""
+    """(generation tokens so far, requests running now), summed over engines and models, or None.
+
+    Matched by sample name, whatever the ``# TYPE`` lines say (the parser files a counter under
+    its name with or without ``_total`` depending on them).
+    """
     generated = running = None
     for family in text_string_to_metric_families(text):
-        if family.name == GENERATION_TOKENS:
-            generated = sum(s.value for s in family.samples if s.name.endswith("_total"))
-        elif family.name == RUNNING:
-            running = sum(s.value for s in family.samples)
+        for sample in family.samples:
+            if sample.name == GENERATION_TOKENS + "_total":
+                generated = (generated or 0.0) + sample.value
+            elif sample.name == RUNNING:
+                running = (running or 0.0) + sample.value
     if generated is None:
         return None
     return generated, running or 0.0

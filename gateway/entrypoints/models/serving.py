@@ -19,6 +19,7 @@ def list_models(state: GatewayState) -> dict:
     if ready:
         data.append(_card("auto", tierwise={"routes_to": [t.name for t in ready], "policy": state.policy.name}))
     for tier in ready:
-        meta = {"tier": tier.name, "role": tier.config.role, "max_model_len": tier.max_model_len}
+        meta = {"tier": tier.name, "role": tier.config.role, "max_model_len": tier.max_model_len,
+                "supports": tier.config.supports.model_dump()}
         data.extend(_card(name, tierwise=meta) for name in tier.names)
     return {"object": "list", "data": data}
