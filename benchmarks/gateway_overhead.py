@@ -6,7 +6,11 @@ Upstreams: a fast stub OpenAI server (isolates the gateway's own overhead) and, 
 p50/p99) and 16/64 (throughput ratio gateway/direct), streaming and not. The gateway runs
 with its production settings: routing (``auto``), the SQLite ledger, metrics.
 
-    python -m benchmarks.gateway_overhead [--vllm] [--requests 2000]
+    python -m benchmarks.gateway_overhead [--vllm] [--requests 2000] [--baseline GIT_REF]
+
+``--baseline REF`` also runs the gateway of an earlier commit (a git worktree of REF, same venv)
+in front of the same stub, in the same run, so a change is judged by ratios measured side by
+side rather than against an old results file from a differently loaded machine.
 
 Writes benchmarks/results/gateway_overhead.json and prints one summary line.
 """
@@ -58,9 +62,10 @@ async def compare(direct: str, gateway: str, model_direct: str, messages: list, 
     return out
 
 
-def run_stub(tmp: Path, args) -> dict:
+def run_stub(tmp: Path, args, root: Path | None = None) -> dict:
     stub = start_stub(tmp, tokens=16)
-    gw = start_gateway(gateway_config(stub.url + "/v1", tmp / "stub-ledger.db"), tmp, timeout_s=60)
+    gw = start_gateway(gateway_config(stub.url + "/v1", tmp / f"stub-ledger-{free_port()}.db"), tmp, timeout_s=60,
+                       root=root)
     try:
         return asyncio.run(compare(stub.url + "/v1/chat/completions", gw.url + "/v1/chat/completions", "tier",
                                    [{"role": "user", "content": "What is my card's limit?"}], 16,
@@ -68,6 +73,34 @@ def run_stub(tmp: Path, args) -> dict:
     finally:
         gw.stop()
         stub.stop()
+
+
+def baseline_worktree(ref: str, tmp: Path) -> tuple[Path, str]:
+    """A checkout of ``ref`` (a git worktree under ``tmp``) and its commit id."""
+    import subprocess
+
+    from gateway.devtools.processes import REPO
+
+    commit = subprocess.run(["git", "rev-parse", ref], cwd=REPO, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    path = tmp / "baseline"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=REPO, check=True,
+                   capture_output=True)
+    return path, commit
+
+
+def regression(current: dict, baseline: dict) -> dict:
+    """Current / baseline throughput ratios (each against direct, measured in the same run)."""
+    out = {}
+    for mode in ("non_stream", "stream"):
+        for c in ("c16", "c64"):
+            out[f"{mode}_{c}_rps_ratio"] = {"current": current[mode][c]["rps_ratio"],
+                                            "baseline": baseline[mode][c]["rps_ratio"],
+                                            "current_over_baseline": round(current[mode][c]["rps_ratio"]
+                                                                           / baseline[mode][c]["rps_ratio"], 3)}
+        out[f"{mode}_c1_added_p50_ms"] = {"current": current[mode]["c1"]["added_p50_ms"],
+                                          "baseline": baseline[mode]["c1"]["added_p50_ms"]}
+    return out
 
 
 def run_vllm(tmp: Path, args) -> dict:
@@ -99,6 +132,7 @@ def main() -> None:
     parser.add_argument("--vllm", action="store_true", help="also measure in front of a real vLLM tier")
     parser.add_argument("--vllm-requests", type=int, default=64)
     parser.add_argument("--vllm-paired", type=int, default=20)
+    parser.add_argument("--baseline", help="git ref whose gateway is measured side by side (regression check)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = {"benchmark": "gateway_overhead", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -107,6 +141,17 @@ def main() -> None:
                             "c1 = alternating paired requests; cN = closed loop, N workers; aiohttp load "
                             "generator on the same cores",
                   "stub": run_stub(Path(tmp), args)}
+        if args.baseline:
+            import subprocess
+
+            from gateway.devtools.processes import REPO
+
+            root, commit = baseline_worktree(args.baseline, Path(tmp))
+            try:
+                result["baseline"] = {"ref": args.baseline, "commit": commit, "stub": run_stub(Path(tmp), args, root)}
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=REPO, check=False)
+            result["regression"] = regression(result["stub"], result["baseline"]["stub"])
         if args.vllm:
             result["vllm"] = run_vllm(Path(tmp), args)
     c1 = result["stub"]["non_stream"]["c1"]

@@ -21,10 +21,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+# The tier models live in gateway.tier_config; re-exported so `from gateway.config import TierConfig` works.
 from gateway.tier_config import (LiteLLMProvider, Price, RemoteServer, TierCapabilities, TierConfig,  # noqa: F401
                                  VLLMServer, _Strict)
+
+__all__ = ["GatewayConfig", "LiteLLMProvider", "Price", "RemoteServer", "TierCapabilities", "TierConfig",
+           "VLLMServer", "load_config", "parse_config"]
 from router.defaults import DEFAULT_ARTIFACT, default_threshold_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

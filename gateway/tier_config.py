@@ -175,6 +175,10 @@ class TierConfig(_Strict):
             # then always writes well-formed calls for tool_choice required/named.
             args += ["--enable-auto-tool-choice", "--tool-call-parser", self.vllm.tool_call_parser,
                      "--tool-strict-level", "parameter"]
+        if self.supports.structured_output and self.supports.chat:
+            # Grammar-constrained JSON without free whitespace: small models otherwise fill the
+            # answer with newlines until max_tokens (seen with a 4-layer student on a strict schema).
+            args += ["--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
         template = self.vllm.chat_template or (TOOLS_CHAT_TEMPLATE if self.supports.tools else None)
         if template:
             args += ["--chat-template", template]

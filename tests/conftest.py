@@ -30,10 +30,11 @@ def session_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tierwise")
 
 
-def vllm_tier(name: str, model: Path, role: str, price: dict, port: int, aliases: list[str] | None = None) -> dict:
+def vllm_tier(name: str, model: Path, role: str, price: dict, port: int, aliases: list[str] | None = None,
+              supports: dict | None = None) -> dict:
     return {"model_name": name, "role": role, "aliases": aliases or [], "price": price,
             "vllm": {"model": str(model), "port": port, "max_model_len": 512,
-                     "extra_args": ["--max-num-seqs", "16"]}}
+                     "extra_args": ["--max-num-seqs", "16"]}, "supports": supports or {}}
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +43,9 @@ def vllm_gateway(model_dirs, session_tmp) -> ServerProcess:
     router_artifact = REPO / "artifacts" / "router" / "mmlu_router.skops"
     config = {
         "model_list": [
-            vllm_tier("teacher", model_dirs["teacher"], "teacher", TEACHER_PRICE, free_port(), ["flagship"]),
+            # The teacher calls tools (vLLM's hermes parser + the packaged tools template); the student does not.
+            vllm_tier("teacher", model_dirs["teacher"], "teacher", TEACHER_PRICE, free_port(), ["flagship"],
+                      supports={"tools": True}),
             vllm_tier("student", model_dirs["student"], "student", STUDENT_PRICE, free_port()),
         ],
         "router": {"policy": "trained", "artifact": str(router_artifact), "strong_tier": "teacher",

@@ -73,12 +73,14 @@ class ServerProcess:
         return self.log.read_text() if self.log.exists() else ""
 
 
-def spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    """``python -m <args>`` from the repository root, output appended to ``log``."""
+def spawn(args: list[str], log: Path, env: dict | None = None, root: Path | None = None) -> subprocess.Popen:
+    """``python -m <args>`` from the repository root (or another checkout, ``root``: a benchmark's
+    baseline), output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"PYTHONPATH": str(root)} if root is not None else {}
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
+        return subprocess.Popen([sys.executable, "-m", *args], cwd=root or REPO, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, **extra, **(env or {})})
 
 
 def start_stub(tmp: Path, tokens: int = 16, token_delay_ms: float = 0, port: int | None = None,
@@ -102,7 +104,7 @@ def start_stub(tmp: Path, tokens: int = 16, token_delay_ms: float = 0, port: int
 
 
 def start_gateway(config: dict, tmp: Path, *, ready_tiers: int | None = None, timeout_s: float = 600,
-                  env: dict | None = None) -> ServerProcess:
+                  env: dict | None = None, root: Path | None = None) -> ServerProcess:
     """Run ``python -m gateway serve -c <config>`` and wait until it serves.
 
     ``ready_tiers``: how many tiers must report ready (default: all in the config).
@@ -113,7 +115,7 @@ def start_gateway(config: dict, tmp: Path, *, ready_tiers: int | None = None, ti
     path = tmp / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     log = tmp / f"gateway-{port}.log"
-    proc = spawn(["gateway", "serve", "-c", str(path)], log, env)
+    proc = spawn(["gateway", "serve", "-c", str(path)], log, env, root)
     url = f"http://127.0.0.1:{port}"
     want = len(config["model_list"]) if ready_tiers is None else ready_tiers
 

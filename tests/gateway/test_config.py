@@ -56,3 +56,39 @@ def test_unknown_keys_are_refused():
 def test_teacher_defaults_to_role_then_first_tier():
     assert parse_config({"model_list": [tier("a"), tier("b", role="teacher")]}).teacher_tier == "b"
     assert parse_config({"model_list": [tier("a"), tier("b")]}).teacher_tier == "a"
+
+
+def test_capabilities_start_vllm_with_the_flags_they_need():
+    """A tier that supports tools gets vLLM's tool calling and the packaged tools template; an
+    embedding-only tier runs as a pooling model; the default flagship and its adapter call tools."""
+    from gateway.config import load_config
+    from gateway.tier_config import TOOLS_CHAT_TEMPLATE
+    from gateway.tiers.vllm_process import vllm_command
+
+    defaults = load_config()
+    flagship = defaults.tier("flagship")
+    cmd = vllm_command(flagship, 8100)
+    assert cmd[cmd.index("--tool-call-parser") + 1] == "hermes" and "--enable-auto-tool-choice" in cmd
+    assert cmd[cmd.index("--tool-strict-level") + 1] == "parameter"
+    assert cmd[cmd.index("--chat-template") + 1] == TOOLS_CHAT_TEMPLATE and Path(TOOLS_CHAT_TEMPLATE).is_file()
+    assert defaults.tier("teacher").supports.tools and not defaults.tier("student").supports.tools
+    student = vllm_command(defaults.tier("student"), 8101)
+    assert "--enable-auto-tool-choice" not in student and "--chat-template" not in student
+    embed = parse_config({"model_list": [{"model_name": "e", "price": PRICE, "supports": {"embeddings": True,
+                                                                                        "chat": False},
+                                          "vllm": {"model": "/m"}}]}).tier("e")
+    cmd = vllm_command(embed, 8102)
+    assert cmd[cmd.index("--runner") + 1] == "pooling" and "--structured-outputs-config" not in cmd
+
+
+def test_an_adapter_cannot_call_tools_its_process_cannot():
+    host = {"model_name": "base", "price": PRICE, "vllm": {"model": "/m", "lora_modules": {"lora": "/a"}}}
+    with pytest.raises(ValueError, match="tool calling"):
+        parse_config({"model_list": [host, {"model_name": "lora", "price": PRICE, "served_by": "base",
+                                            "supports": {"tools": True}}]})
+
+
+def test_per_hour_prices_are_for_tiers_with_a_throughput():
+    with pytest.raises(ValueError, match="per_hour"):
+        parse_config({"model_list": [{"model_name": "h", "price": {"per_hour": 1.0},
+                                      "litellm": {"model": "openai/gpt-4o"}}]})

@@ -41,3 +41,52 @@ def test_hard_general_questions_mostly_go_to_the_teacher(policy):
     # Out of the student's scope they reach the general flagship (the competence gate), else the teacher.
     to_teacher = [policy.route([{"role": "user", "content": q}]).tier in ("flagship", "teacher") for q in questions]
     assert sum(to_teacher) / len(to_teacher) >= 0.6
+
+
+# -- conversations (issue #14 item 3): the whole conversation is routed, not its last turn --------
+
+CARD_FOLLOW_UP = [  # a banking conversation whose last turn alone looks like nothing the student knows
+    {"role": "user", "content": "I lost my card yesterday and I think someone is using it."},
+    {"role": "assistant", "content": "I'm sorry to hear that. I can block it for you."},
+    {"role": "user", "content": "Yes please, and send me a new one."}]
+CODE_FOLLOW_UP = [  # a coding conversation whose last turn alone looks like banking
+    {"role": "user", "content": "Write a Python function that reverses a linked list."},
+    {"role": "assistant", "content": "def reverse(head): ..."},
+    {"role": "user", "content": "Can you add a top up of the transfer fee to it?"}]
+CODING_SYSTEM = [  # another task's instructions: the student was not taught this job
+    {"role": "system", "content": "You are an expert Python programming tutor. Answer with code."},
+    {"role": "user", "content": "How do I transfer money between two accounts?"}]
+
+
+@pytest.mark.parametrize("conversation, whole, last_alone", [
+    (CARD_FOLLOW_UP, "student", "flagship"),
+    (CODE_FOLLOW_UP, "flagship", "student"),
+    (CODING_SYSTEM, "flagship", "student"),
+])
+def test_the_conversation_routes_where_its_last_turn_alone_would_not(policy, conversation, whole, last_alone):
+    assert policy.route(conversation).tier == whole
+    assert policy.route(conversation[-1:]).tier == last_alone
+
+
+def test_conversations_route_the_same_through_the_gateway(stub, tmp_path):
+    """The gateway hands the router the whole conversation, system prompt included (real HTTP)."""
+    import httpx
+
+    from support.configs import STUDENT, TEACHER
+    from support.processes import start_gateway
+
+    tiers = [{"model_name": name, "role": role, "price": price, "url": {"base_url": stub.url + "/v1"}}
+             for name, role, price in (("flagship", "teacher", TEACHER), ("teacher", "teacher", TEACHER),
+                                       ("student", "student", STUDENT))]
+    router = load_config().router.model_dump(exclude_none=True)
+    gateway = start_gateway({"model_list": tiers, "router": router, "teacher": "flagship",
+                             "ledger": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"}, "auth": {"enabled": False}},
+                            tmp_path, timeout_s=180)
+    try:
+        for conversation, whole, _ in ((CARD_FOLLOW_UP, "student", None), (CODE_FOLLOW_UP, "flagship", None),
+                                       (CODING_SYSTEM, "flagship", None)):
+            reply = httpx.post(gateway.url + "/v1/chat/completions", timeout=60,
+                               json={"model": "auto", "messages": conversation, "max_tokens": 4})
+            assert reply.status_code == 200 and reply.headers["x-tierwise-tier"] == whole, conversation
+    finally:
+        gateway.stop()

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from support.configs import STUDENT, TEACHER
+from support.configs import STUDENT
 from support.ledger import ledger_row
 from support.processes import start_gateway, start_stub
 

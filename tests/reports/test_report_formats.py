@@ -199,6 +199,21 @@ def test_cli_writes_the_report_and_prints_a_summary(ledger_url, tmp_path):  # no
     assert bad.returncode != 0 and "--since" in bad.stderr
 
 
+def test_cli_breaks_spend_down_by_user(ledger_url, tmp_path):  # noqa: F811
+    out = tmp_path / "by-user"
+    proc = subprocess.run([sys.executable, "-m", "gateway", "report", "--ledger-url", ledger_url,
+                           "--since", "2026-03-01", "--until", "2026-03-04", "--by", "user", "-f", "csv", "-f", "md",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with (out / "users.csv").open(newline="") as fh:
+        rows = {r["user"]: (int(r["requests"]), float(r["cost"]), float(r["teacher_cost"])) for r in csv.DictReader(fh)}
+    assert rows == {name: (v[0], v[4], v[5]) for name, v in EXPECTED["users"].items()}
+    assert not (out / "keys.csv").exists() and "## Per user" in (out / "report.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "gateway", "report", "--ledger-url", ledger_url, "--by", "colour",
+                          "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--by" in bad.stderr
+
+
 def test_hourly_report_tables(ledger_url, tmp_path):  # noqa: F811
     report, _ = generate(ledger_url, Filters(SINCE, UNTIL), ["csv", "md"], tmp_path, bucket="hour")
     with (tmp_path / "hours.csv").open(newline="") as fh:
