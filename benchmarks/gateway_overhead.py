@@ -147,11 +147,13 @@ def main() -> None:
             from gateway.devtools.processes import REPO
 
             root, commit = baseline_worktree(args.baseline, Path(tmp))
-            try:
+            try:  # current, baseline, current again: drift over the run cannot favour either side
                 result["baseline"] = {"ref": args.baseline, "commit": commit, "stub": run_stub(Path(tmp), args, root)}
+                result["stub_again"] = run_stub(Path(tmp), args)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=REPO, check=False)
-            result["regression"] = regression(result["stub"], result["baseline"]["stub"])
+            result["regression"] = {"first_run": regression(result["stub"], result["baseline"]["stub"]),
+                                    "second_run": regression(result["stub_again"], result["baseline"]["stub"])}
         if args.vllm:
             result["vllm"] = run_vllm(Path(tmp), args)
     c1 = result["stub"]["non_stream"]["c1"]

@@ -51,6 +51,7 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         # Per tenant (the request's `user`), workload and key: bounded label values (top N + other).
         self.tenant_labels = {d: BoundedLabel(tenant_top_n) for d in ("user", "workload", "key")}
+        self._tenant_cache: dict[tuple[str, str], tuple] = {}
         self.tenant_requests = Counter("tierwise_tenant_requests", "Requests per user, workload or API key "
                                        "(top N values, the rest 'other')", ["dimension", "value"],
                                        registry=self.registry)
@@ -97,6 +98,16 @@ class GatewayMetrics:
         self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger",
                                     registry=self.registry)
 
+    def _tenant_children(self, dimension: str, label: str) -> tuple:
+        """The three labelled counters of one (dimension, value), looked up once (``labels()`` costs
+        a few microseconds per call, and this runs three times per request)."""
+        children = self._tenant_cache.get((dimension, label))
+        if children is None:
+            children = tuple(c.labels(dimension, label) for c in (self.tenant_requests, self.tenant_cost,
+                                                                  self.tenant_teacher_cost))
+            self._tenant_cache[(dimension, label)] = children
+        return children
+
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request from its booked record (costs and latency set)."""
         tier = record.tier or "none"
@@ -114,9 +125,9 @@ class GatewayMetrics:
             self.route_score.observe(record.decision.score)
         for dimension, value in (("user", record.user), ("workload", record.workload),
                                  ("key", record.key.id if record.key else None)):
-            label = self.tenant_labels[dimension](value)
-            self.tenant_requests.labels(dimension, label).inc()
-            self.tenant_cost.labels(dimension, label).inc(record.cost)
-            self.tenant_teacher_cost.labels(dimension, label).inc(record.teacher_cost)
+            requests, cost, teacher_cost = self._tenant_children(dimension, self.tenant_labels[dimension](value))
+            requests.inc()
+            cost.inc(record.cost)
+            teacher_cost.inc(record.teacher_cost)
         if record.escalated is not None:
             (self.cascade_escalations if record.escalated else self.cascade_accepted).inc()
