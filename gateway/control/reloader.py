@@ -162,5 +162,8 @@ class RuntimeReloader:
                 index = load_competence(route.competence_artifact).index
             strong = self.workload_teachers.get(workload, self.strong_tier)
             policies[workload] = WorkloadPolicy(workload, route.tier, strong, index, route.canary_tier,
-                                                route.canary_share, random.Random())
+                                                route.canary_share, random.Random(),
+                                                teacher_until_promoted=workload in self.workload_teachers)
+        for workload, teacher in self.workload_teachers.items():  # no route yet: served by its teacher
+            policies.setdefault(workload, WorkloadPolicy(workload, None, teacher, teacher_until_promoted=True))
         return policies

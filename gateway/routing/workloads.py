@@ -26,11 +26,15 @@ class WorkloadPolicy:
     canary_tier: str | None = None
     canary_share: float = 0.0
     rng: random.Random | None = None
+    # A workload with its own teacher (shadow.workload_reference_tiers) is that teacher's until a
+    # student is promoted for it: the default chain's student was not made for it, and its
+    # traffic must reach its teacher to be captured for the next student.
+    teacher_until_promoted: bool = False
 
     def route(self, messages: list[dict]) -> RouteDecision | None:
         """The decision for this workload, or None to leave it to the configured chain."""
         if self.tier is None and self.canary_tier is None:
-            return None
+            return RouteDecision(self.strong_tier, policy="workload+teacher") if self.teacher_until_promoted else None
         if self.index is not None:
             distance = self.index.distance_one(messages)
             if distance > self.index.threshold_:
