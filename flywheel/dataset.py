@@ -12,8 +12,10 @@ the last, assistant turn. Then:
    the test score measures memory.
 3. **A stratified split** into train / validation / test by the answer's label (its first
    line, e.g. ``Intent: card_arrival``, or the keys of a JSON answer), so every split sees the
-   workload's mix. Labels too rare to appear in every split stay in train. Validation chooses
-   epochs and thresholds; test is never used for a choice.
+   workload's mix. Labels too rare to appear in every split on their own are pooled and the
+   pool is split at the same shares (so a workload of free-form answers, where almost every
+   label is unique, still gets its 10 % test split). Validation chooses epochs and thresholds;
+   test is never used for a choice.
 
 The output is chat-format JSONL (``{"messages": [...], "workload", "request_id", "label",
 "teacher_logprobs"?}``) that ``datasets.load_dataset("json", ...)`` and ``distill`` read.
@@ -159,22 +161,32 @@ def remove_duplicates(records: list[dict], near_cosine: float) -> tuple[list[dic
 
 
 def stratified_split(records: list[dict], validation: float, test: float, seed: int) -> dict[str, list[dict]]:
-    """Train / validation / test with each label's share in each split (rare labels: train only)."""
+    """Train / validation / test with each label's share in each split; labels too rare for that
+    are pooled, and the pool is split at the same shares."""
     by_label: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         by_label[record["label"]].append(record)
     rng = random.Random(seed)
     splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    for label in sorted(by_label):
-        group = by_label[label]
-        rng.shuffle(group)
+    rare: list[dict] = []
+
+    def cut(group: list[dict]) -> bool:
         n_val, n_test = round(len(group) * validation), round(len(group) * test)
         if n_val == 0 or n_test == 0 or n_val + n_test >= len(group):
-            splits["train"].extend(group)  # too rare to appear in every split
-            continue
+            return False
         splits["test"].extend(group[:n_test])
         splits["validation"].extend(group[n_test:n_test + n_val])
         splits["train"].extend(group[n_test + n_val:])
+        return True
+
+    for label in sorted(by_label):
+        group = by_label[label]
+        rng.shuffle(group)
+        if not cut(group):
+            rare.extend(group)  # too rare to appear in every split on its own
+    rng.shuffle(rare)
+    if not cut(rare):
+        splits["train"].extend(rare)  # a handful of records in all: nothing to hold out
     for name in SPLITS:
         rng.shuffle(splits[name])
     return splits

@@ -104,3 +104,18 @@ def test_cli_builds_a_dataset_and_refuses_an_empty_workload(tmp_path):
     empty = subprocess.run([sys.executable, "-m", "flywheel", "dataset", "--workload", "nobody", "--out",
                             str(tmp_path / "ds"), "--ledger-url", url], cwd=REPO, capture_output=True, text=True)
     assert empty.returncode == 2 and "no captured records" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_rare_labels_are_pooled_so_free_form_workloads_still_get_a_test_split():
+    from flywheel.dataset import stratified_split
+
+    frequent = [{"label": "Intent: card_arrival", "i": i} for i in range(50)]
+    unique = [{"label": f"free answer {i}", "i": 100 + i} for i in range(200)]  # every label once
+    splits = stratified_split(frequent + unique, validation=0.1, test=0.1, seed=0)
+    sizes = {name: len(rows) for name, rows in splits.items()}
+    assert sizes == {"train": 200, "validation": 25, "test": 25}
+    assert sum(r["label"].startswith("free") for r in splits["test"]) == 20  # the pool, at the same share
+    ids = [r["i"] for rows in splits.values() for r in rows]
+    assert sorted(ids) == sorted(r["i"] for r in frequent + unique)  # nothing lost or doubled
+    tiny = stratified_split([{"label": str(i)} for i in range(5)], validation=0.1, test=0.1, seed=0)
+    assert len(tiny["train"]) == 5 and not tiny["test"]

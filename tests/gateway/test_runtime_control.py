@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from support.configs import stub_config
+from support.ledger import ledger_row
 from support.processes import REPO, start_gateway, start_stub, wait_until
 
 HEADER = "x-tierwise-workload"
@@ -125,3 +126,25 @@ def test_router_and_threshold_changes_reach_every_replica(replicas):
                    "threshold 1.0 (nothing scores above it) on every replica")
     missing = httpx.put(a.url + "/v1/admin/router", timeout=30, json={"artifact": "/nope.skops"})
     assert missing.status_code == 404
+
+
+def test_a_workload_with_its_own_teacher_is_served_by_it_until_a_student_is_promoted(stub, tmp_path):
+    """Without a promoted student, a workload named in shadow.workload_reference_tiers goes to its
+    teacher, not to the default chain's student (made for another workload); promotion takes over."""
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = stub_config(stub.url, db, server={"runtime_poll_s": 0.3},
+                         shadow={"workload_reference_tiers": {"exam": "teacher"}})
+    gw = start_gateway(config, tmp_path, timeout_s=60)
+    try:
+        exam = ask(gw, IN_SCOPE, workload="exam")
+        assert exam.headers["x-tierwise-tier"] == "teacher"
+        assert ask(gw, IN_SCOPE, workload="support").headers["x-tierwise-tier"] == "student"
+        httpx.get(gw.url + "/v1/costs/summary", timeout=30)
+        assert ledger_row(db, exam.headers["x-request-id"])["route_policy"] == "workload+teacher"
+        resp = httpx.post(gw.url + "/v1/admin/workloads/exam/canary", timeout=60, json={"tier": "student", "share": 1.0})
+        assert resp.status_code == 200, resp.text
+        assert httpx.post(gw.url + "/v1/admin/workloads/exam/promote", timeout=30).status_code == 200
+        wait_until(lambda: ask(gw, IN_SCOPE, workload="exam").headers["x-tierwise-tier"] == "student", 30,
+                   "the promoted student serves the workload")
+    finally:
+        gw.stop()
