@@ -4,7 +4,7 @@ Why a ``Trainer`` subclass (as TRL's ``GKDTrainer``) and not a hand-written loop
 placement, bf16, gradient accumulation, checkpoints and resuming, DDP under torchrun or
 accelerate all come with it, and the same code runs the CPU test recipe and the GPU one.
 
-The loss per batch is ``alpha * soft + (1 - alpha) * hard + hidden_weight * hidden``:
+The loss per batch is ``alpha * soft + (1 - alpha) * hard`` plus the weighted feature terms:
 ``hard`` is cross-entropy on the targets in the batch (the teacher's own generations for
 sequence-level KD, or dataset labels), ``soft`` and ``hidden`` come from a
 :class:`~distill.teacher_signals.TeacherSignal`; with no signal (or ``alpha = 0``) the
@@ -14,6 +14,7 @@ loss is ``hard`` alone (hard-label students, teacher fine-tuning).
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +24,66 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from distill import dist, losses
 from distill.modeling import default_device, on_gpu
 from distill.recipe import LossSpec, TrainSpec
-from distill.teacher_signals import StudentPass, TeacherSignal
+from distill.on_policy import student_samples
+from distill.teacher_signals import DenseTeacherSignal, StudentPass, TeacherSignal, use_eager_attention
 
 #: The loss parts logged next to Trainer's ``loss`` (``loss_soft`` ...), in this order.
-LOSS_PARTS = ("soft", "hard", "hidden")
+LOSS_PARTS = ("soft", "hard", "hidden", "relation", "attention", "on_policy")
 
 
 class KDTrainer(Trainer):
-    """``Trainer`` whose ``compute_loss`` mixes a teacher signal with the hard loss."""
+    """``Trainer`` whose ``compute_loss`` mixes a teacher signal with the hard loss.
+
+    ``loss = alpha * soft + (1 - alpha) * hard + hidden_weight * hidden + relation_weight *
+    relation + attention_weight * attention``; on the on-policy share of batches (the student's
+    own samples, :mod:`distill.on_policy`) the hard term is dropped (``alpha`` counts as 1).
+    """
 
     def __init__(self, *args: Any, loss_spec: LossSpec, signal: TeacherSignal | None = None,
-                 **kwargs: Any) -> None:
+                 pad_token_id: int | None = None, eos_token_id: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_spec = loss_spec
         self.signal = signal
+        self.pad_token_id, self.eos_token_id = pad_token_id, eos_token_id
         self._parts: dict[str, list[float]] = {}
+        self._coin = random.Random(self.args.seed + 7919 * max(0, self.args.process_index))
+        if signal is not None and signal.wants_attentions(loss_spec):
+            use_eager_attention(self.model)
+
+    def _on_policy(self, model) -> bool:
+        spec = self.loss_spec
+        return (spec.on_policy > 0 and isinstance(self.signal, DenseTeacherSignal) and model.training
+                and self.pad_token_id is not None and self._coin.random() < spec.on_policy)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         spec = self.loss_spec
         signal = self.signal if spec.alpha > 0 else None
+        on_policy = signal is not None and self._on_policy(model)
+        if on_policy:
+            inputs = student_samples(self.accelerator.unwrap_model(model), inputs, pad_token_id=self.pad_token_id,
+                                     eos_token_id=self.eos_token_id, max_new_tokens=spec.on_policy_max_new_tokens,
+                                     temperature=spec.on_policy_temperature)
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    output_hidden_states=signal is not None and signal.wants_hidden(spec))
+                    output_hidden_states=signal is not None and signal.wants_hidden(spec),
+                    output_attentions=signal is not None and signal.wants_attentions(spec))
         tgt = inputs["labels"][:, 1:]
         mask = tgt != losses.IGNORE_INDEX
         s_sel = out.logits[:, :-1][mask]
         hard = losses.hard_ce(s_sel, tgt[mask])
+        zero = torch.zeros((), device=hard.device)
         if signal is None:
-            soft = hidden = torch.zeros((), device=hard.device)
-            loss = hard
+            parts, loss = {}, hard
         else:
-            soft, hidden = signal.losses(inputs, StudentPass(s_sel, mask, out.hidden_states), spec)
-            loss = losses.mix(soft, hard, spec.alpha) + spec.hidden_weight * hidden
-        for k, v in zip(LOSS_PARTS, (soft, hard, hidden)):
-            self._parts.setdefault(k, []).append(float(v.detach()))
+            parts = signal.losses(inputs, StudentPass(s_sel, mask, out.hidden_states,
+                                                      getattr(out, "attentions", None)), spec)
+            loss = (parts["soft"] if on_policy else losses.mix(parts["soft"], hard, spec.alpha))
+            for name, weight in (("hidden", spec.hidden_weight), ("relation", spec.relation_weight),
+                                 ("attention", spec.attention_weight)):
+                if name in parts:
+                    loss = loss + weight * parts[name]
+        values = {**parts, "hard": hard, "on_policy": torch.tensor(float(on_policy))}
+        for k in LOSS_PARTS:
+            self._parts.setdefault(k, []).append(float(values.get(k, zero).detach()))
         return (loss, out) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:

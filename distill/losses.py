@@ -14,6 +14,8 @@ Conventions (all functions):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -171,3 +173,95 @@ def hidden_cosine(
     """``1 - cos`` between aligned hidden states (DistilBERT's cosine embedding loss)."""
     cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)
     return _masked_mean(1.0 - cos, mask)
+
+
+def similarity_preserving(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """Relation-based KD (similarity-preserving, Tung & Mori 2019): the student matches how the
+    teacher relates the *examples of a batch* to each other, not each example's output.
+
+    ``*_features``: ``(B, D_s)`` / ``(B, D_t)`` one vector per example (e.g. the mean of the
+    last hidden layer over its tokens); the widths may differ. Each side's ``B x B`` Gram matrix
+    is row-normalised; the loss is their mean squared difference (Frobenius^2 / B^2). Zero when
+    the student's batch geometry equals the teacher's, whatever its scale or rotation.
+    """
+    if student_features.shape[0] != teacher_features.shape[0]:
+        raise ValueError("student and teacher features must hold the same examples")
+    g_s = F.normalize(student_features.float() @ student_features.float().T, dim=1)
+    g_t = F.normalize(teacher_features.float() @ teacher_features.float().T, dim=1)
+    return ((g_s - g_t) ** 2).mean()
+
+
+def attention_relation_kl(
+    student_states: torch.Tensor,
+    teacher_states: torch.Tensor,
+    heads: int,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MiniLM-v2-style self-attention relation transfer (Wang et al., 2021).
+
+    ``*_states``: ``(B, L, D)`` queries, keys or values of one layer (the widths may differ).
+    Each side is split into the same number of relation ``heads``; the relation of a head is
+    ``softmax(X X^T / sqrt(d))`` over positions; the loss is ``KL(teacher || student)`` of those
+    relations, averaged over heads and over the query positions that ``mask`` (``(B, L)``,
+    True = real token) keeps, with masked key positions excluded from the softmax. Head
+    counts need not match the models' own: relations are compared, not attention heads.
+    """
+    def relations(x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        if d % heads:
+            raise ValueError(f"width {d} is not divisible into {heads} relation heads")
+        x = x.float().reshape(b, n, heads, d // heads).transpose(1, 2)  # (B, H, L, d)
+        scores = x @ x.transpose(-1, -2) / math.sqrt(d // heads)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+        return F.log_softmax(scores, dim=-1)
+
+    log_s, log_t = relations(student_states), relations(teacher_states)
+    kl = (log_t.exp() * (log_t - log_s)).nan_to_num(0.0).sum(-1)  # (B, H, L); -inf - -inf at masked keys
+    per_pos = kl.mean(1)
+    return _masked_mean(per_pos, mask)
+
+
+def attention_map_mse(
+    student_attentions: torch.Tensor,
+    teacher_attentions: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention transfer (TinyBERT): mean squared difference between a student layer's attention
+    probabilities and those of the teacher layer it was copied from, ``(B, H, L, L)`` each, with
+    the teacher's heads averaged into groups when the student has fewer. Only query rows that
+    ``mask`` keeps count."""
+    s, t = student_attentions.float(), teacher_attentions.float()
+    if t.shape[1] != s.shape[1]:
+        if t.shape[1] % s.shape[1]:
+            raise ValueError(f"teacher heads {t.shape[1]} do not group into student heads {s.shape[1]}")
+        t = t.reshape(t.shape[0], s.shape[1], -1, *t.shape[2:]).mean(2)
+    per_pos = ((s - t) ** 2).sum(-1).mean(1)  # (B, L)
+    return _masked_mean(per_pos, mask)
+
+
+def mixture_log_probs(teacher_logits: list[torch.Tensor], weights: list[float], temperature: float) -> torch.Tensor:
+    """Multi-teacher targets: ``log(sum_i w_i * softmax(z_i / T))`` over a shared vocabulary.
+
+    The weighted mixture of the teachers' (softened) distributions, as log-probabilities. A
+    mixture rather than an average of logits: where the teachers disagree, the target keeps
+    both of their modes instead of a blurred middle.
+    """
+    if len(teacher_logits) != len(weights) or not teacher_logits:
+        raise ValueError("one weight per teacher, at least one teacher")
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"teacher weights must be >= 0 with a positive sum, got {weights}")
+    t = float(temperature)
+    parts = [F.log_softmax(z.float() / t, dim=-1) + math.log(w / total)
+             for z, w in zip(teacher_logits, weights) if w > 0]
+    return torch.logsumexp(torch.stack(parts), dim=0)
+
+
+def soft_loss_to_log_probs(kind: str, student_logits: torch.Tensor, teacher_log_probs: torch.Tensor,
+                           temperature: float, mask: torch.Tensor | None = None, beta: float = 0.5) -> torch.Tensor:
+    """:func:`soft_loss` against a target given as (already softened) log-probabilities, e.g. a
+    teacher mixture: the same ``T^2``-scaled divergences."""
+    t = float(temperature)
+    # log-probabilities at temperature 1 are logits whose softmax is the target itself
+    return soft_loss(kind, student_logits / t, teacher_log_probs, 1.0, mask, beta) * (t * t)

@@ -88,6 +88,21 @@ class LossSpec(BaseModel):
         "generation (no dataset labels used); gold: dataset labels (comparison student)",
     )
     hidden_weight: float = Field(0.0, ge=0, description="weight of the hidden-state cosine loss")
+    relation_weight: float = Field(0.0, ge=0, description="weight of the relation loss (relation-based KD)")
+    relation: Literal["batch", "minilm"] = Field(
+        "batch", description="batch: similarity between the batch's examples (similarity-preserving KD); "
+        "minilm: self-attention relations between the tokens of the last layer (MiniLM v2)")
+    relation_heads: int = Field(9, ge=1, description="minilm: relation heads (must divide both widths)")
+    attention_weight: float = Field(0.0, ge=0, description="weight of attention transfer: each student layer's "
+                                    "attention maps vs those of the teacher layer it was copied from")
+    extra_teachers: list["ExtraTeacher"] = Field(
+        default_factory=list, description="multi-teacher KD: the soft target is the weighted mixture of the "
+        "teacher's distribution (weight teacher_weight) and these teachers' (same tokenizer)")
+    teacher_weight: float = Field(1.0, ge=0, description="the recipe teacher's weight in a multi-teacher mixture")
+    on_policy: float = Field(0.0, ge=0, le=1, description="on-policy KD (GKD's lambda): the share of batches whose "
+                             "answers the student samples itself and the teacher then scores (soft loss only)")
+    on_policy_max_new_tokens: int = Field(32, ge=1)
+    on_policy_temperature: float = Field(1.0, gt=0, description="the student's sampling temperature")
 
     @field_validator("alpha")
     @classmethod
@@ -95,6 +110,16 @@ class LossSpec(BaseModel):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (alpha * soft + (1 - alpha) * hard), got {v}")
         return v
+
+
+class ExtraTeacher(BaseModel):
+    """One more teacher of a multi-teacher recipe: the packaged model or a dir, an optional
+    LoRA adapter merged in, and its weight in the mixture."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field("default", description="'default' (packaged) or an HF model dir")
+    adapter: Optional[Path] = None
+    weight: float = Field(1.0, ge=0)
 
 
 class TrainSpec(BaseModel):
@@ -170,6 +195,9 @@ class Recipe(BaseModel):
                 raise ValueError(f"progressive stages must shrink, got {self.stages}")
             self.student.layers = self.stages[-1]
         return self
+
+
+LossSpec.model_rebuild()
 
 
 def load_recipe(path: Path | str, **overrides) -> Recipe:

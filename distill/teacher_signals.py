@@ -4,9 +4,10 @@ The trainer computes the student's forward pass and the hard loss; a :class:`Tea
 turns the same batch into the soft term (and, where the teacher's internals are visible,
 the hidden-state term). Two sources, as in DistillKit's ``SignalSource``:
 
-* :class:`DenseTeacherSignal`: a local teacher model run on the batch; full logits, so any
-  divergence of :mod:`distill.losses` (forward/reverse KL, JSD) and the hidden-state cosine
-  loss are available.
+* :class:`DenseTeacherSignal`: local teacher models run on the batch; full logits, so any
+  divergence of :mod:`distill.losses` (forward/reverse KL, JSD), a mixture of several
+  teachers, and the feature terms (hidden-state cosine, relations between examples or
+  tokens, attention maps) are available.
 * :class:`SparseTeacherSignal`: the teacher seen only through its top-k logprobs per
   response token (an API teacher, or captured logprobs), carried in the batch as
   ``topk_ids`` / ``topk_logprobs``; sparse top-k KL, no hidden states.
@@ -38,6 +39,23 @@ class StudentPass:
     logits: torch.Tensor
     mask: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+#: The loss parts a signal may return; the trainer logs each (``loss_soft`` ...) and weights them.
+SIGNAL_PARTS = ("soft", "hidden", "relation", "attention")
+
+
+def needs_attentions(spec: LossSpec) -> bool:
+    return spec.attention_weight > 0
+
+
+def use_eager_attention(model: torch.nn.Module) -> None:
+    """Attention probabilities are only returned by the eager implementation (not SDPA/flash)."""
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    else:  # older transformers
+        model.config._attn_implementation = "eager"
 
 
 class TeacherSignal(ABC):
@@ -47,52 +65,96 @@ class TeacherSignal(ABC):
         """Whether the student's forward pass must return hidden states for this signal."""
         return False
 
+    def wants_attentions(self, spec: LossSpec) -> bool:
+        """Whether the student's forward pass must return attention probabilities."""
+        return False
+
     @abstractmethod
     def losses(self, inputs: dict[str, torch.Tensor], student: StudentPass,
-               spec: LossSpec) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(soft, hidden)`` loss terms for the batch (``hidden`` is zero when not used)."""
+               spec: LossSpec) -> dict[str, torch.Tensor]:
+        """The signal's loss terms for the batch, by name (:data:`SIGNAL_PARTS`; absent = zero)."""
 
 
 class DenseTeacherSignal(TeacherSignal):
-    """A local, frozen teacher model run on the same batch (full logits)."""
+    """Local, frozen teacher models run on the same batch (full logits).
 
-    def __init__(self, teacher: torch.nn.Module, layer_map: Sequence[int] = ()) -> None:
+    One teacher: its distribution is the soft target. Several (``extra``, each with a weight,
+    next to the first teacher's ``weight``): the target is the weighted mixture of their
+    softened distributions (:func:`distill.losses.mixture_log_probs`; the teachers must share
+    the tokenizer). Hidden-state, relation and attention terms compare the student with the
+    first teacher, whose layers it was copied from (``layer_map``).
+    """
+
+    def __init__(self, teacher: torch.nn.Module, layer_map: Sequence[int] = (), *,
+                 weight: float = 1.0, extra: Sequence[tuple[torch.nn.Module, float]] = ()) -> None:
         """``layer_map[s]``: the teacher layer student layer ``s`` is compared with (hidden loss)."""
         self.teacher = teacher
         self.layer_map = list(layer_map)
-        teacher.eval()  # frozen: never stepped, no dropout
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        self.teachers = [(teacher, float(weight)), *((m, float(w)) for m, w in extra)]
+        for model, _ in self.teachers:
+            model.eval()  # frozen: never stepped, no dropout
+            for p in model.parameters():
+                p.requires_grad_(False)
 
     def wants_hidden(self, spec: LossSpec) -> bool:
-        return spec.hidden_weight > 0 and bool(self.layer_map)
+        return (spec.hidden_weight > 0 and bool(self.layer_map)) or spec.relation_weight > 0
+
+    def wants_attentions(self, spec: LossSpec) -> bool:
+        return needs_attentions(spec) and bool(self.layer_map)
 
     def losses(self, inputs: dict[str, torch.Tensor], student: StudentPass,
-               spec: LossSpec) -> tuple[torch.Tensor, torch.Tensor]:
+               spec: LossSpec) -> dict[str, torch.Tensor]:
         device = student.logits.device
-        if next(self.teacher.parameters()).device != device:
-            self.teacher.to(device)  # Trainer places the student; the teacher follows it
-        want_hidden = self.wants_hidden(spec)
+        for model, _ in self.teachers:
+            if next(model.parameters()).device != device:
+                model.to(device)  # Trainer places the student; the teachers follow it
+        want_hidden, want_att = self.wants_hidden(spec), self.wants_attentions(spec)
+        if want_att:
+            use_eager_attention(self.teacher)
+        batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         with torch.no_grad():
-            t_out = self.teacher(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                 output_hidden_states=want_hidden)
+            t_out = self.teacher(**batch, output_hidden_states=want_hidden, output_attentions=want_att)
+            others = [(m(**batch).logits[:, :-1][student.mask], w) for m, w in self.teachers[1:]]
         t_sel = t_out.logits[:, :-1][student.mask]
-        soft = losses.soft_loss(spec.soft, student.logits, t_sel, spec.temperature, beta=spec.beta)
-        hidden = torch.zeros((), device=device)
-        if want_hidden:
-            att = inputs["attention_mask"].bool()
-            terms = [losses.hidden_cosine(student.hidden_states[s + 1], t_out.hidden_states[t + 1], att)
+        if others:
+            target = losses.mixture_log_probs([t_sel, *(o for o, _ in others)],
+                                              [self.teachers[0][1], *(w for _, w in others)], spec.temperature)
+            soft = losses.soft_loss_to_log_probs(spec.soft, student.logits, target, spec.temperature, beta=spec.beta)
+        else:
+            soft = losses.soft_loss(spec.soft, student.logits, t_sel, spec.temperature, beta=spec.beta)
+        parts = {"soft": soft}
+        att_mask = inputs["attention_mask"].bool()
+        if want_hidden and spec.hidden_weight > 0 and self.layer_map:
+            terms = [losses.hidden_cosine(student.hidden_states[s + 1], t_out.hidden_states[t + 1], att_mask)
                      for s, t in enumerate(self.layer_map)]
-            hidden = torch.stack(terms).mean()
-        return soft, hidden
+            parts["hidden"] = torch.stack(terms).mean()
+        if spec.relation_weight > 0:
+            parts["relation"] = relation_loss(spec, student.hidden_states[-1], t_out.hidden_states[-1], att_mask)
+        if want_att:
+            terms = [losses.attention_map_mse(student.attentions[s], t_out.attentions[t], att_mask)
+                     for s, t in enumerate(self.layer_map)]
+            parts["attention"] = torch.stack(terms).mean()
+        return parts
+
+
+def relation_loss(spec: LossSpec, student_last: torch.Tensor, teacher_last: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """The recipe's relation term on the last hidden layer: ``batch`` (similarity between the
+    batch's examples, mean-pooled over their tokens) or ``minilm`` (self-attention relations
+    of the tokens within each example)."""
+    if spec.relation == "minilm":
+        return losses.attention_relation_kl(student_last, teacher_last, spec.relation_heads, mask)
+    weights = mask.to(student_last.dtype).unsqueeze(-1)
+    pool = lambda h: (h.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # noqa: E731
+    return losses.similarity_preserving(pool(student_last), pool(teacher_last))
 
 
 class SparseTeacherSignal(TeacherSignal):
     """Top-k teacher logprobs carried in the batch (``topk_ids`` / ``topk_logprobs``)."""
 
     def losses(self, inputs: dict[str, torch.Tensor], student: StudentPass,
-               spec: LossSpec) -> tuple[torch.Tensor, torch.Tensor]:
+               spec: LossSpec) -> dict[str, torch.Tensor]:
         mask = student.mask
         soft = losses.sparse_topk_kl(student.logits, inputs["topk_ids"][:, 1:][mask],
                                      inputs["topk_logprobs"][:, 1:][mask], spec.temperature)
-        return soft, torch.zeros((), device=soft.device)
+        return {"soft": soft}

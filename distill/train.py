@@ -28,7 +28,7 @@ from transformers import EarlyStoppingCallback
 
 from distill import dist
 from distill.api_teacher import SparseDataset, api_examples
-from distill.assemble import build_merged_teacher, merge_lora_state, sha256_file
+from distill.assemble import merge_lora_state
 from distill.atomic import atomic_dir
 from distill.card import make_card
 from distill.data import (
@@ -43,16 +43,11 @@ from distill.data import (
 from distill.chat_data import chat_examples, last_user_text, read_chat_jsonl
 from distill.kd_trainer import HistoryCallback, KDTrainer, latest_checkpoint, training_args
 from distill.modeling import default_device, generate_ids, load_model, load_tokenizer, on_gpu
-from distill.packaged import (
-    copy_tokenizer_files,
-    is_complete,
-    materialize_teacher,
-    save_state_dict_dir,
-    write_marker,
-)
+from distill.packaged import copy_tokenizer_files, save_state_dict_dir, write_marker
 from distill.recipe import LossSpec, Recipe, TrainSpec, preflight
 from distill.student_init import from_scratch, layer_drop, load_state, read_config
 from distill.teacher_signals import DenseTeacherSignal, SparseTeacherSignal, TeacherSignal
+from distill.teachers import load_extra_teachers, resolve_teacher_dir  # noqa: F401 (re-exported)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 #: The loss of runs that learn from hard targets only (teacher fine-tuning, gold-label students).
@@ -167,6 +162,7 @@ def teacher_signal(
     teacher_model: torch.nn.Module | None,
     examples: list[Example] | SparseDataset,
     layer_map: list[int] | None,
+    extra_teachers: list[tuple[torch.nn.Module, float]] = (),
 ) -> TeacherSignal | None:
     """The soft-target source of a student run, or None (hard targets only).
 
@@ -178,7 +174,7 @@ def teacher_signal(
     if isinstance(examples, SparseDataset):
         return SparseTeacherSignal()
     if teacher_model is not None:
-        return DenseTeacherSignal(teacher_model, layer_map or [])
+        return DenseTeacherSignal(teacher_model, layer_map or [], weight=loss.teacher_weight, extra=extra_teachers)
     return None
 
 
@@ -191,6 +187,7 @@ def train_student(
     out_dir: Path,
     layer_map: list[int] | None = None,
     eval_examples: list[Example] | SparseDataset | None = None,
+    extra_teachers: list[tuple[torch.nn.Module, float]] = (),
 ) -> dict:
     """Train one student with :class:`KDTrainer`; write ``out_dir/model``; return stats.
 
@@ -221,7 +218,8 @@ def train_student(
         data_collator=examples.collator if sparse else RightPadCollator(tok.pad_token_id),
         callbacks=callbacks,
         loss_spec=recipe.loss if recipe.loss.targets == "teacher" else HARD_ONLY,
-        signal=teacher_signal(recipe.loss, teacher_model, examples, layer_map),
+        signal=teacher_signal(recipe.loss, teacher_model, examples, layer_map, extra_teachers),
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
     )
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=latest_checkpoint(ckpt_dir))
@@ -249,19 +247,6 @@ def train_student(
                      "epochs_run": trainer.state.epoch}
     return {"train_seconds": round(secs, 1), "steps": trainer.state.global_step, "history": history,
             "parallel": parallel, "selection": selection}
-
-
-def resolve_teacher_dir(recipe: Recipe, cache: Path) -> Path:
-    """The teacher as a model dir: packaged base (materialized), a dir, + optional adapter."""
-    base = materialize_teacher(Path(cache) / "base-teacher") if recipe.teacher == "default" else Path(recipe.teacher)
-    if recipe.teacher_adapter is None:
-        return base
-    adapter = Path(recipe.teacher_adapter)
-    digest = sha256_file(adapter / "adapter_model.safetensors")
-    out = Path(cache) / f"teacher-{digest[:12]}"
-    if not is_complete(out):
-        build_merged_teacher(base, adapter, out, digest)
-    return out
 
 
 def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], None] = print) -> dict:
@@ -337,8 +322,9 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
         else:  # comparison student: dataset labels, no teacher
             examples = build_examples(tok, texts, [target_for(r["category"]) for r in rows],
                                       recipe.train.max_len)
-        stats = train_student(init_dir, teacher_model, tok, examples, recipe, sdir, kept, eval_examples)
-        del teacher_model
+        extra = load_extra_teachers(recipe.loss, cache, dtype) if teacher_model is not None and i == 0 else []
+        stats = train_student(init_dir, teacher_model, tok, examples, recipe, sdir, kept, eval_examples, extra)
+        del teacher_model, extra
         stages.append({"layers": depth, "teacher": str(stage_teacher_dir), "kept_layers": kept,
                        "train_seconds": stats["train_seconds"], "steps": stats["steps"],
                        "first_losses": next((h for h in stats["history"] if "loss" in h), None),

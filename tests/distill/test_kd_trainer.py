@@ -52,12 +52,13 @@ def test_dense_signal_is_the_recipe_divergence_and_freezes_the_teacher(batch) ->
     signal = DenseTeacherSignal(teacher)
     assert not any(p.requires_grad for p in teacher.parameters())
     s = student_pass(student, batch)
-    soft, hidden = signal.losses(batch, s, spec)
+    parts = signal.losses(batch, s, spec)
+    soft = parts["soft"]
     with torch.no_grad():
         t_sel = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][s.mask]
     assert soft.item() == pytest.approx(losses.generalized_jsd(s.logits, t_sel, 0.3, 2.0).item(), rel=1e-5)
-    assert soft.item() > 0 and hidden.item() == 0.0
-    same, _ = DenseTeacherSignal(copy.deepcopy(student)).losses(batch, s, spec)
+    assert soft.item() > 0 and set(parts) == {"soft"}
+    same = DenseTeacherSignal(copy.deepcopy(student)).losses(batch, s, spec)["soft"]
     assert same.item() == pytest.approx(0.0, abs=1e-6)  # a teacher identical to the student
 
 
@@ -69,7 +70,7 @@ def test_dense_signal_hidden_loss_follows_the_layer_map(batch) -> None:
     assert signal.wants_hidden(spec) and not signal.wants_hidden(LossSpec(hidden_weight=0.0))
     assert not DenseTeacherSignal(teacher).wants_hidden(spec)  # no layer map: nothing to align
     s = student_pass(student, batch, hidden=True)
-    _, hidden = signal.losses(batch, s, spec)
+    hidden = signal.losses(batch, s, spec)["hidden"]
     with torch.no_grad():
         t_hidden = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            output_hidden_states=True).hidden_states
@@ -90,11 +91,11 @@ def test_sparse_signal_reads_top_k_from_the_batch(batch) -> None:
               "topk_logprobs": torch.cat([torch.zeros(2, 1, K), top.values[:, :-1]], 1)}
     s = student_pass(student, sparse)
     spec = LossSpec(temperature=1.0)
-    soft, hidden = SparseTeacherSignal().losses(sparse, s, spec)
-    assert soft.item() == pytest.approx(0.0, abs=1e-5)  # the student's own top-k: nothing to learn
-    assert hidden.item() == 0.0
+    parts = SparseTeacherSignal().losses(sparse, s, spec)
+    assert parts["soft"].item() == pytest.approx(0.0, abs=1e-5)  # the student's own top-k: nothing to learn
+    assert set(parts) == {"soft"}
     flipped = {**sparse, "topk_logprobs": sparse["topk_logprobs"].flip(-1)}
-    soft, _ = SparseTeacherSignal().losses(flipped, s, spec)
+    soft = SparseTeacherSignal().losses(flipped, s, spec)["soft"]
     want = losses.sparse_topk_kl(s.logits, flipped["topk_ids"][:, 1:][s.mask],
                                  flipped["topk_logprobs"][:, 1:][s.mask], 1.0)
     assert soft.item() == pytest.approx(want.item(), rel=1e-5) and soft.item() > 0
@@ -110,7 +111,7 @@ def test_trainer_mixes_soft_hard_and_hidden(batch, tmp_path) -> None:
     spec = LossSpec(alpha=0.7, temperature=2.0, hidden_weight=0.25)
     trainer = _trainer(student, spec, DenseTeacherSignal(teacher, layer_map=[0, 3]), tmp_path)
     loss = trainer.compute_loss(student, batch)
-    soft, hard, hidden = (trainer._parts[k][-1] for k in LOSS_PARTS)
+    soft, hard, hidden = (trainer._parts[k][-1] for k in LOSS_PARTS[:3])
     assert soft > 0 and hard > 0 and hidden > 0
     assert loss.item() == pytest.approx(0.7 * soft + 0.3 * hard + 0.25 * hidden, rel=1e-5)
     assert loss.requires_grad
@@ -126,3 +127,97 @@ def test_without_signal_or_alpha_the_loss_is_the_hard_loss(batch, tmp_path, sign
     hard = losses.hard_ce(s.logits, batch["labels"][:, 1:][s.mask])
     assert loss.item() == pytest.approx(hard.item(), rel=1e-6)
     assert trainer._parts["soft"][-1] == 0.0
+
+
+# -- the distillation kinds of issue #18 ------------------------------------------------------------
+
+def test_relation_losses_see_batch_geometry_not_scale():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(6, 16, generator=g)
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    # the same geometry in another width, scale and rotation: nothing to learn
+    assert losses.similarity_preserving(feats @ rotation * 3.0, feats).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.similarity_preserving(torch.randn(6, 8, generator=g), feats).item() > 0.01
+    tokens = torch.randn(2, 5, 18, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).bool()
+    assert losses.attention_relation_kl(tokens, tokens, 3, mask).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(2, 5, 18, generator=g)
+    kl = losses.attention_relation_kl(other, tokens, 3, mask)
+    assert kl.item() > 0 and torch.isfinite(kl)
+    padded = tokens.clone()
+    padded[1, 3:] = 100.0  # what sits at masked positions must not matter
+    assert losses.attention_relation_kl(other, padded, 3, mask).item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+def test_attention_map_loss_groups_teacher_heads():
+    g = torch.Generator().manual_seed(1)
+    student = torch.softmax(torch.randn(2, 2, 5, 5, generator=g), -1)
+    teacher = student.repeat_interleave(2, dim=1)  # 4 heads, each pair equal to one student head
+    assert losses.attention_map_mse(student, teacher).item() == pytest.approx(0.0, abs=1e-7)
+    assert losses.attention_map_mse(student, torch.softmax(torch.randn(2, 4, 5, 5, generator=g), -1)).item() > 0
+
+
+def test_teacher_mixture_is_a_weighted_mixture_of_distributions():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(3, 10, generator=g), torch.randn(3, 10, generator=g)
+    mixed = losses.mixture_log_probs([a, b], [3.0, 1.0], temperature=2.0).exp()
+    want = 0.75 * torch.softmax(a / 2, -1) + 0.25 * torch.softmax(b / 2, -1)
+    assert torch.allclose(mixed, want, atol=1e-6)
+    only_a = losses.mixture_log_probs([a, b], [1.0, 0.0], temperature=2.0)
+    student = torch.randn(3, 10, generator=g)
+    assert losses.soft_loss_to_log_probs("forward_kl", student, only_a, 2.0).item() == pytest.approx(
+        losses.forward_kl(student, a, 2.0).item(), rel=1e-5)  # one teacher: the classic loss
+
+
+def test_multi_teacher_signal_uses_the_mixture(batch) -> None:
+    student, t1, t2 = tiny_llama(2, seed=1), tiny_llama(2, seed=2), tiny_llama(3, seed=3)
+    spec = LossSpec(temperature=2.0, teacher_weight=2.0)
+    s = student_pass(student, batch)
+    soft = DenseTeacherSignal(t1, weight=2.0, extra=[(t2, 1.0)]).losses(batch, s, spec)["soft"]
+    with torch.no_grad():
+        z = [m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][s.mask]
+             for m in (t1, t2)]
+    want = losses.soft_loss_to_log_probs("forward_kl", s.logits, losses.mixture_log_probs(z, [2.0, 1.0], 2.0), 2.0)
+    assert soft.item() == pytest.approx(want.item(), rel=1e-5)
+    assert soft.item() != pytest.approx(DenseTeacherSignal(t1).losses(batch, s, spec)["soft"].item(), rel=1e-3)
+
+
+def test_trainer_adds_relation_and_attention_terms(batch, tmp_path) -> None:
+    student, teacher = tiny_llama(2, seed=1), tiny_llama(4, seed=2)
+    spec = LossSpec(alpha=0.8, relation_weight=0.5, attention_weight=2.0)
+    trainer = _trainer(student, spec, DenseTeacherSignal(teacher, layer_map=[0, 3]), tmp_path)
+    loss = trainer.compute_loss(student, batch)
+    part = {k: trainer._parts[k][-1] for k in LOSS_PARTS}
+    assert part["relation"] > 0 and part["attention"] > 0 and part["hidden"] == 0.0
+    want = 0.8 * part["soft"] + 0.2 * part["hard"] + 0.5 * part["relation"] + 2.0 * part["attention"]
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    loss.backward()  # the attention term reaches the student's attention weights
+    assert student.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    minilm = LossSpec(relation_weight=1.0, relation="minilm", relation_heads=4)
+    trainer = _trainer(tiny_llama(2, seed=1), minilm, DenseTeacherSignal(teacher, layer_map=[0, 3]), tmp_path)
+    trainer.compute_loss(trainer.model, batch)
+    assert trainer._parts["relation"][-1] > 0
+
+
+def test_on_policy_batches_are_the_students_own_samples(batch, tmp_path) -> None:
+    from distill.on_policy import prompt_lengths, student_samples
+
+    student = tiny_llama(2, seed=1)
+    sampled = student_samples(student, batch, pad_token_id=0, eos_token_id=1, max_new_tokens=5, temperature=1.0)
+    assert prompt_lengths(batch["labels"], batch["attention_mask"]) == [4, 4]
+    for i in range(2):
+        n = int(sampled["attention_mask"][i].sum())
+        assert torch.equal(sampled["input_ids"][i, :4], batch["input_ids"][i, :4])  # the prompt is kept
+        answer = sampled["labels"][i][sampled["labels"][i] != losses.IGNORE_INDEX]
+        assert 1 <= len(answer) <= 5 and torch.equal(answer, sampled["input_ids"][i, 4:n])
+    spec = LossSpec(alpha=0.5, soft="reverse_kl", on_policy=1.0, on_policy_max_new_tokens=4)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    trainer = KDTrainer(model=student.train(), args=args, loss_spec=spec, signal=DenseTeacherSignal(tiny_llama(2, 2)),
+                        pad_token_id=0, eos_token_id=1)
+    loss = trainer.compute_loss(student, batch)
+    assert trainer._parts["on_policy"][-1] == 1.0
+    assert loss.item() == pytest.approx(trainer._parts["soft"][-1], rel=1e-5)  # no hard term on own samples
+    off = KDTrainer(model=student, args=args, loss_spec=spec.model_copy(update={"on_policy": 0.0}),
+                    signal=DenseTeacherSignal(tiny_llama(2, 2)), pad_token_id=0, eos_token_id=1)
+    off.compute_loss(student, batch)
+    assert off._parts["on_policy"][-1] == 0.0
