@@ -45,7 +45,10 @@ async def test_models_lists_auto_and_every_ready_tier_with_its_names(gateway):
     cards = {card["id"]: card for card in response.json()["data"]}
     assert set(cards) == {"auto", "teacher", "student"}
     assert cards["auto"]["tierwise"]["routes_to"] == ["teacher", "student"]
-    assert cards["student"]["tierwise"] == {"tier": "student", "role": "student", "max_model_len": 2048}
+    assert cards["student"]["tierwise"] == {
+        "tier": "student", "role": "student", "max_model_len": 2048,
+        "supports": {"tools": False, "structured_output": True, "modalities": ["text"], "embeddings": False,
+                     "chat": True}}
 
 
 async def test_a_served_request_is_answered_and_booked(gateway):
