@@ -71,7 +71,9 @@ def test_capabilities_start_vllm_with_the_flags_they_need():
     assert cmd[cmd.index("--tool-call-parser") + 1] == "hermes" and "--enable-auto-tool-choice" in cmd
     assert cmd[cmd.index("--tool-strict-level") + 1] == "parameter"
     assert cmd[cmd.index("--chat-template") + 1] == TOOLS_CHAT_TEMPLATE and Path(TOOLS_CHAT_TEMPLATE).is_file()
-    assert defaults.tier("teacher").supports.tools and not defaults.tier("student").supports.tools
+    # The specialists declare neither tools nor structured output: such requests go to the flagship.
+    assert not defaults.tier("teacher").supports.tools and not defaults.tier("student").supports.tools
+    assert not defaults.tier("student").supports.structured_output and flagship.supports.structured_output
     student = vllm_command(defaults.tier("student"), 8101)
     assert "--enable-auto-tool-choice" not in student and "--chat-template" not in student
     embed = parse_config({"model_list": [{"model_name": "e", "price": PRICE, "supports": {"embeddings": True,
