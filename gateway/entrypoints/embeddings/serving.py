@@ -10,7 +10,6 @@ the request model and the choice of tier differ: ``model`` names an embedding ti
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -19,9 +18,8 @@ from fastapi.responses import Response
 from gateway.auth.keys import ApiKey
 from gateway.entrypoints.embeddings.protocol import EmbeddingRequest
 from gateway.entrypoints.engine.body import read_json_object
-from gateway.entrypoints.engine.serving import AUTO, SamplingServing, _row_status
-from gateway.errors import (CLIENT_CLOSED_REQUEST, GatewayError, database_unavailable, internal_error,
-                            model_not_found, tier_unavailable, unhandled_errors, unsupported_by_tier)
+from gateway.entrypoints.engine.serving import AUTO, SamplingServing
+from gateway.errors import GatewayError, model_not_found, tier_unavailable, unsupported_by_tier
 from gateway.ledger.booking import RequestRecord
 from gateway.limits.reservations import prompt_tokens_estimate
 from gateway.tiers.base import Tier
@@ -34,11 +32,8 @@ class ServingEmbedding(SamplingServing):
         super().__init__("embeddings", EmbeddingRequest, **collaborators)  # type: ignore[arg-type]
 
     async def _handle(self, request: Request, key: ApiKey | None) -> Response:
-        if self.booking.full:
-            self.metrics.requests.labels("none", self.endpoint, "ledger_full").inc()
-            raise database_unavailable("Requests cannot be booked right now.")
-        record = RequestRecord(endpoint=self.endpoint, key=key)
-        try:
+        record = self._new_record(key)
+        async with self._booked_if_it_fails(record):
             body = await read_json_object(request, self.server.max_body_bytes, self.server.body_read_timeout_s)
             record.requested_model = str(body.get("model", ""))[:256]
             parsed = self._validate(body)
@@ -50,23 +45,6 @@ class ServingEmbedding(SamplingServing):
                 record.reservation = await self.limiter.reserve(key, self.pricing.max_cost(
                     [t.name for t in tiers], prompt_tokens_estimate({"prompt": body.get("input")}), 0))
             reply = await self._complete(tiers, body, record)
-        except GatewayError as exc:
-            record.fail(exc, _row_status(exc))
-            await self.booking.book(record)
-            exc.headers = {**(exc.headers or {}), **self._headers(record)}
-            raise exc from None
-        except asyncio.CancelledError:
-            record.status, record.http_status = "client_disconnected", CLIENT_CLOSED_REQUEST
-            record.error = "client went away before the answer"
-            self.booking.book_nowait(record)
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug of ours: still booked, a 500, one bounded log line
-            unhandled_errors.report(f"request {record.request_id} failed", exc)
-            error = internal_error()
-            record.fail(error)
-            await self.booking.book(record)
-            error.headers = self._headers(record)
-            raise error from None
         record.take_usage(reply.data.get("usage"))
         await self.booking.book(record)
         return Response(content=reply.content, media_type="application/json", headers=self._headers(record))

@@ -15,6 +15,7 @@ a 503 before anything else and only counted in the metrics, since their rows cou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -80,14 +81,43 @@ class SamplingServing:
         with self.booking.serving():
             return await self._handle(request, key)
 
-    async def _handle(self, request: Request, key: ApiKey | None) -> Response:
+    def _new_record(self, key: ApiKey | None) -> RequestRecord:
+        """The record of a request about to be handled; a 503 while the ledger cannot take rows."""
         if self.booking.full:
             # The database has been away long enough to fill the ledger's backlog: refuse (no
             # answer, nothing to book, counted in the metrics) rather than serve unbooked answers.
             self.metrics.requests.labels("none", self.endpoint, "ledger_full").inc()
             raise database_unavailable("Requests cannot be booked right now.")
-        record = RequestRecord(endpoint=self.endpoint, key=key)
+        return RequestRecord(endpoint=self.endpoint, key=key)
+
+    @contextlib.asynccontextmanager
+    async def _booked_if_it_fails(self, record: RequestRecord) -> AsyncIterator[None]:
+        """Whatever ends the request before its answer still books its row: a refusal or an
+        upstream failure (the error, with the row's headers), the client going away (booked
+        without awaiting: we are cancelled), or a bug of ours (a 500, one bounded log line)."""
         try:
+            yield
+        except GatewayError as exc:
+            record.fail(exc, _row_status(exc))
+            await self.booking.book(record)
+            exc.headers = {**(exc.headers or {}), **self._headers(record)}
+            raise exc from None
+        except asyncio.CancelledError:
+            record.status, record.http_status = "client_disconnected", CLIENT_CLOSED_REQUEST
+            record.error = "client went away before the answer"
+            self.booking.book_nowait(record)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: still booked, a 500, one bounded log line
+            unhandled_errors.report(f"request {record.request_id} failed", exc)
+            error = internal_error()
+            record.fail(error)
+            await self.booking.book(record)
+            error.headers = self._headers(record)
+            raise error from None
+
+    async def _handle(self, request: Request, key: ApiKey | None) -> Response:
+        record = self._new_record(key)
+        async with self._booked_if_it_fails(record):
             body = await read_json_object(request, self.server.max_body_bytes, self.server.body_read_timeout_s)
             record.requested_model = str(body.get("model", ""))[:256]
             parsed = self._validate(body)
@@ -120,25 +150,6 @@ class SamplingServing:
                 reply = take_capture_logprobs(reply, record)
             if record.capture_body is not None:
                 record.capture_reply = reply.data
-        except GatewayError as exc:
-            record.fail(exc, _row_status(exc))
-            await self.booking.book(record)
-            exc.headers = {**(exc.headers or {}), **self._headers(record)}
-            raise exc from None
-        except asyncio.CancelledError:
-            # The client went away (or the server is stopping) before the answer: still book the row
-            # and release the key's budget hold, without awaiting anything more (we are cancelled).
-            record.status, record.http_status = "client_disconnected", CLIENT_CLOSED_REQUEST
-            record.error = "client went away before the answer"
-            self.booking.book_nowait(record)
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug of ours: still booked, a 500, one bounded log line
-            unhandled_errors.report(f"request {record.request_id} failed", exc)
-            error = internal_error()
-            record.fail(error)
-            await self.booking.book(record)
-            error.headers = self._headers(record)
-            raise error from None
         record.take_usage(reply.data.get("usage"))
         if record.texts is not None:
             record.texts.append(choice_text(reply.data, "message"))
