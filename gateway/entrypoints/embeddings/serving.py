@@ -17,7 +17,6 @@ from fastapi.responses import Response
 
 from gateway.auth.keys import ApiKey
 from gateway.entrypoints.embeddings.protocol import EmbeddingRequest
-from gateway.entrypoints.engine.body import read_json_object
 from gateway.entrypoints.engine.serving import AUTO, SamplingServing
 from gateway.errors import GatewayError, model_not_found, tier_unavailable, unsupported_by_tier
 from gateway.ledger.booking import RequestRecord
@@ -34,10 +33,7 @@ class ServingEmbedding(SamplingServing):
     async def _handle(self, request: Request, key: ApiKey | None) -> Response:
         record = self._new_record(key)
         async with self._booked_if_it_fails(record):
-            body = await read_json_object(request, self.server.max_body_bytes, self.server.body_read_timeout_s)
-            record.requested_model = str(body.get("model", ""))[:256]
-            parsed = self._validate(body)
-            record.user, record.workload = parsed.user, self._workload(request)
+            body, parsed = await self._read(request, record)
             if key is not None:
                 await self.limiter.admit(key)
             tiers = self._embedding_tiers(parsed.model, record)

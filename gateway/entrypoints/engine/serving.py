@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
@@ -115,14 +116,19 @@ class SamplingServing:
             error.headers = self._headers(record)
             raise error from None
 
+    async def _read(self, request: Request, record: RequestRecord) -> tuple[dict, Any]:
+        """The request's body and its validated model; the record learns the model, user and workload."""
+        body = await read_json_object(request, self.server.max_body_bytes, self.server.body_read_timeout_s)
+        record.requested_model = str(body.get("model", ""))[:256]
+        parsed = self._validate(body)
+        record.user, record.workload = getattr(parsed, "user", None), self._workload(request)
+        return body, parsed
+
     async def _handle(self, request: Request, key: ApiKey | None) -> Response:
         record = self._new_record(key)
         async with self._booked_if_it_fails(record):
-            body = await read_json_object(request, self.server.max_body_bytes, self.server.body_read_timeout_s)
-            record.requested_model = str(body.get("model", ""))[:256]
-            parsed = self._validate(body)
-            record.stream, record.user = parsed.stream, parsed.user
-            record.workload = self._workload(request)
+            body, parsed = await self._read(request, record)
+            record.stream = parsed.stream
             if self.store_content:
                 record.prompt = json.dumps(body.get("messages", body.get("prompt")))[:100_000]
                 record.texts = []
