@@ -290,3 +290,33 @@ def evaluate_cmd(
     console.print_json(json.dumps(report))
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))
+
+
+@app.command("trim-vocab")
+def trim_vocab_cmd(
+    model: Path = typer.Option(..., "--model", help="student model dir"),
+    corpus: list[Path] = typer.Option(..., "--corpus", help="the workload's texts: chat JSONL (train.jsonl, the "
+                                      "student's own answers) or a text,category CSV (Banking77 targets); repeatable"),
+    out: Path = typer.Option(..., "--out", help="the trimmed model dir to write"),
+) -> None:
+    """Trim a student's vocabulary to the tokens its workload uses (faster decoding, same answers)."""
+    from transformers import AutoTokenizer
+
+    from distill.chat_data import read_chat_jsonl
+    from distill.data import target_for
+    from distill.vocab_trim import chat_corpus, trim_vocabulary
+
+    tok = AutoTokenizer.from_pretrained(str(model))
+    texts: list[str] = []
+    for path in corpus:
+        if path.suffix == ".jsonl":
+            texts += [tok.apply_chat_template(r["messages"], tokenize=False) for r in read_chat_jsonl(path)]
+        else:
+            texts += chat_corpus(tok, [(r["text"], target_for(r["category"]) if r.get("category") else "")
+                                       for r in read_csv(path)], SYSTEM_PROMPT)
+    if not texts:
+        console.print("[red]the corpus is empty[/red]")
+        raise typer.Exit(2)
+    summary = trim_vocabulary(model, out, texts)
+    console.print(f"[green]wrote[/green] {out}: vocabulary {summary['vocab_before']} -> {summary['vocab_after']} "
+                  f"tokens ({len(texts)} corpus texts)")

@@ -56,3 +56,19 @@ def test_kept_tokens_keep_their_logits(trimmed, teacher_dir):
         b = small(torch.tensor([new_tok(corpus[0], add_special_tokens=False)["input_ids"]])).logits[0]
     assert b.shape[-1] == len(kept)
     assert torch.allclose(a[:, kept], b, atol=1e-4)
+
+
+def test_cli_trims_from_a_csv_corpus(teacher_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from tiny_data import write_tiny_banking_csv
+
+    corpus = write_tiny_banking_csv(tmp_path, stride=1250, n=8)
+    proc = subprocess.run([sys.executable, "-m", "distill", "trim-vocab", "--model", str(teacher_dir),
+                           "--corpus", str(corpus), "--out", str(tmp_path / "trimmed")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "trimmed" / "vocab_trim.json").read_text())
+    assert summary["vocab_before"] == 49152 and summary["vocab_after"] < 5000 and summary["corpus_texts"] == 8
+    assert "49152 -> " in proc.stdout
