@@ -47,7 +47,7 @@ from distill.packaged import copy_tokenizer_files, save_state_dict_dir, write_ma
 from distill.recipe import LossSpec, Recipe, TrainSpec, preflight
 from distill.student_init import from_scratch, layer_drop, load_state, read_config
 from distill.teacher_signals import DenseTeacherSignal, SparseTeacherSignal, TeacherSignal
-from distill.teachers import load_extra_teachers, resolve_teacher_dir  # noqa: F401 (re-exported)
+from distill.teachers import load_extra_teachers, resolve_teacher_dir
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 #: The loss of runs that learn from hard targets only (teacher fine-tuning, gold-label students).

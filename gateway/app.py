@@ -152,6 +152,6 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
                               "that is good enough, and books what it cost.")
     install_error_handlers(app)
     for router in (chat_router, completion_router, embeddings_router, models_router, costs_router, keys_router,
-                   health_router,                   metrics_router, admin_router):
+                   health_router, metrics_router, admin_router):
         app.include_router(router)
     return app

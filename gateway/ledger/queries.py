@@ -27,7 +27,6 @@ from gateway.ledger.schema import requests_table as t
 Bucket = Literal["day", "hour"]
 GroupBy = Literal["tier", "user", "workload", "key"]
 NO_TIER = "none"  # label of rows refused before a tier was chosen (unknown model, bad input)
-NO_KEY = "none"  # label of rows without an API key id
 NO_VALUE = "none"  # label of rows without a value in the grouped dimension (no `user`, ...)
 
 # The dimensions costs can be grouped by: the tier, the request's `user` (the tenant or end user
@@ -128,12 +127,6 @@ def summary(engine: Engine, since: datetime | None = None, until: datetime | Non
 def savings_pct(cost: float, teacher_cost: float) -> float:
     """Share of the counterfactual that was not spent; 0 when nothing would have been spent."""
     return 100.0 * (teacher_cost - cost) / teacher_cost if teacher_cost > 0 else 0.0
-
-
-def by_key(engine: Engine, since: datetime | None = None, until: datetime | None = None,
-           api_key_id: str | None = None) -> dict[str, dict]:
-    """Spend and counterfactual per API key id (rows without a key under ``NO_KEY``)."""
-    return grouped(engine, since, until, api_key_id, "key")
 
 
 def by_status(engine: Engine, since: datetime | None = None, until: datetime | None = None,

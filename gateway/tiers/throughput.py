@@ -64,6 +64,7 @@ class ThroughputWindow:
         self.window_s = window_s
         self.min_busy_s = min_busy_s
         self.samples: deque[Sample] = deque()
+        self._tokens_per_s: float | None = None
 
     def add(self, sample: Sample) -> None:
         if self.samples and sample.generated < self.samples[-1].generated:
@@ -71,8 +72,12 @@ class ThroughputWindow:
         self.samples.append(sample)
         while self.samples and self.samples[0].at < sample.at - self.window_s:
             self.samples.popleft()
+        self._tokens_per_s = self._measure()  # once per poll, not on every priced request
 
     def tokens_per_s(self) -> float | None:
+        return self._tokens_per_s
+
+    def _measure(self) -> float | None:
         generated = busy = 0.0
         previous = None
         for sample in self.samples:
