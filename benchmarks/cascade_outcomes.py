@@ -17,6 +17,10 @@ optimistic compared with unseen traffic.
     python -m benchmarks.cascade_outcomes --n 800    # 31 min on 2 cores at load 12-20 (11 of them vLLM start-up)
     -> benchmarks/results/cascade_outcomes_validation.jsonl   (one JSON object per prompt)
 
+``--teacher-only --teacher-url URL``: the teacher alone, *with* logprobs, on the same carve
+(``teacher_outcomes_validation.jsonl``): what the competence gate's band check is calibrated on
+(is the workload teacher's first line trustworthy? label: its intent is the gold one).
+
 Rows are appended as they finish, so an interrupted run keeps what it measured (``--resume``).
 """
 
@@ -38,6 +42,7 @@ from distill.data import messages_for, parse_intent, read_csv
 from gateway.devtools.processes import free_port, model_cache, spawn, wait_until
 
 OUT = RESULTS / "cascade_outcomes_validation.jsonl"
+TEACHER_OUT = RESULTS / "teacher_outcomes_validation.jsonl"
 # Student tokens generated: the decision reads the first line or the first N tokens; the
 # intent line of a Banking77 answer is 4-14 tokens, so 16 covers it (and the cost is bounded).
 STUDENT_MAX_TOKENS = 16
@@ -113,6 +118,21 @@ async def run(rows: list[dict], urls: dict[str, str], out: Path, concurrency: in
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+async def run_teacher(rows: list[dict], url: str, out: Path, concurrency: int) -> None:
+    """The teacher alone with logprobs: ``{index, text, label, teacher, teacher_intent, teacher_correct}`` rows."""
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=600) as client:
+        async def one(row: dict) -> None:
+            async with sem:
+                teacher = await ask(client, url, "teacher", row["text"], STUDENT_MAX_TOKENS, True)
+            intent = parse_intent(teacher["text"])
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"index": row["index"], "text": row["text"], "label": row["category"],
+                                    "teacher": teacher, "teacher_intent": intent,
+                                    "teacher_correct": intent == row["category"]}, separators=(",", ":")) + "\n")
+        await asyncio.gather(*(one(r) for r in rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=800, help="validation prompts (Banking77 train sample)")
@@ -120,9 +140,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--resume", action="store_true", help="skip prompts already in --out")
+    parser.add_argument("--teacher-only", action="store_true", help="the teacher alone, with logprobs "
+                        f"(default --out {TEACHER_OUT.name})")
+    parser.add_argument("--teacher-url", help="a running server's base URL serving `teacher` (--teacher-only)")
     args = parser.parse_args()
     data_root()
     rows = validation_prompts(args.n, args.seed)
+    if args.teacher_only:
+        out = TEACHER_OUT if args.out == OUT else args.out
+        out.unlink(missing_ok=True)
+        asyncio.run(run_teacher(rows, args.teacher_url.rstrip("/").removesuffix("/v1"), out, args.concurrency))
+        log(f"{len(rows)} teacher outcomes in {out}")
+        return
     if args.resume and args.out.exists():
         seen = {json.loads(line)["index"] for line in args.out.read_text().splitlines() if line.strip()}
         rows = [r for r in rows if r["index"] not in seen]

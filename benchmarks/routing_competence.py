@@ -40,6 +40,7 @@ import numpy as np
 
 from benchmarks.common import REPO, RESULTS, log
 from benchmarks.common import wilson
+from benchmarks.routing_policies import latency, load_policies, note_keys
 from benchmarks.routing_outcomes import MAX_TOKENS, generate, load_outcomes, sample_sets, throughput
 from distill.data import parse_intent
 
@@ -78,31 +79,6 @@ def share(mask: list[bool]) -> dict:
 
 
 # ----------------------------------------------------------------------------- policies
-def load_policies(confidence_path: Path | None) -> tuple[dict[str, Callable], dict]:
-    """``{name: route(messages) -> tier}`` built from the gateway's own policy classes, and notes."""
-    from gateway.config import CompetenceGateConfig, RouterConfig
-    from gateway.routing.build import build_policy
-
-    index = str(REPO / "artifacts" / "tiers" / "student" / "competence.skops")
-    gate = CompetenceGateConfig(artifact=index, tier="flagship")
-    configs = {
-        "support_router": RouterConfig(policy="trained"),
-        "competence_gate": RouterConfig(policy="fixed", default_tier="student", competence=gate),
-        "competence+router": RouterConfig(policy="trained", competence=gate),
-    }
-    policies = {name: build_policy(cfg) for name, cfg in configs.items()}
-    notes = {
-        "support_router": f"artifacts/router/support_router.skops at threshold {configs['support_router'].threshold} "
-                          "(router.defaults; chosen by benchmarks/e2e_savings.py on its validation mix). "
-                          "Caveat: this router was trained on Banking77 *test* outcomes (half of them), "
-                          "so its Banking77 numbers here are optimistic.",
-        "competence_gate": f"threshold {policies['competence_gate'].threshold:.4f}: the index's own, chosen on a "
-                           "10 % validation split of Banking77 train (95 % acceptance); out of scope -> flagship",
-    }
-    routes = {name: (lambda p: (lambda m: p.route(m).tier))(policy) for name, policy in policies.items()}
-    return routes, notes
-
-
 # --------------------------------------------------------------------------- evaluation
 def first_line_tokens(tokens: list[dict]) -> int:
     for i, t in enumerate(tokens):
@@ -137,14 +113,6 @@ def cascade_model(path: Path, sets: dict, outcomes: dict) -> tuple[object, float
                               "agreement there is optimistic")
 
 
-def percentiles(values: list[float], scale: float = 1000.0) -> dict:
-    if not values:
-        return {"n": 0}
-    v = np.asarray(values) * scale
-    return {"p50": round(float(np.percentile(v, 50)), 3), "p90": round(float(np.percentile(v, 90)), 3),
-            "p99": round(float(np.percentile(v, 99)), 3), "n": len(values)}
-
-
 def evaluate(args: argparse.Namespace) -> dict:
     from router.confidence import logprob_features
 
@@ -175,15 +143,37 @@ def evaluate(args: argparse.Namespace) -> dict:
         price_in, price_out = PRICES[tier]
         return (prompt * price_in + completion * price_out) / 1e6
 
-    def cascade(inner: Callable | None, accepts: dict | None = None) -> Callable:
+    # The band check: the support teacher's first-line confidence (its own model, calibrated on
+    # in-scope validation answers only) keeps its answer, else the general flagship answers.
+    band_model, band_threshold, band_note = band_check_model(args.band_check)
+    band_confident = {}
+    for r in rows:
+        answer = outcomes.get(("teacher_lp", r["id"]))
+        if answer is not None and band_model is not None:
+            band_confident[r["id"]] = bool(band_model.predict_proba(
+                logprob_features(answer["logprobs"]).reshape(1, -1))[0, 1] >= band_threshold)
+
+    def cascade(inner: Callable | None, accepts: dict | None = None, band_check: bool = False) -> Callable:
         accepts = confident if accepts is None else accepts
 
         def route(row: dict) -> tuple[str, bool]:  # (tier, escalated)
             tier = inner(row["messages"]) if inner else "student"
+            # the gate's band (competence~band routes nothing else to the teacher before the cascade)
+            if band_check and tier == "teacher" and routes["competence~band"](row["messages"]) == "teacher":
+                kept = band_confident.get(row["id"])
+                return ("teacher", False) if kept is None or kept else ("flagship", True)
             if tier != "student":
                 return tier, False
             return ("student", False) if accepts[row["id"]] else ("teacher", True)
         return route
+
+    def attempt_cost(final: str, row: dict, name: str) -> float:
+        """A rejected first attempt, charged up to its decision point: the student's in the cascade,
+        the teacher's in the band check (escalated to the flagship)."""
+        if final == "flagship":
+            answer = outcomes[("teacher_lp", row["id"])]
+            return cost("teacher", row, name) * decision_share(answer)
+        return cost("student", row, name) * decision_share(student[row["id"]])
 
     policies: dict[str, Callable[[dict], tuple[str, bool]]] = {
         "all_student": lambda r: ("student", False),
@@ -191,13 +181,18 @@ def evaluate(args: argparse.Namespace) -> dict:
         **{name: (lambda f: lambda r: (f(r["messages"]), False))(f) for name, f in routes.items()},
         "cascade": cascade(None),
         "competence+cascade": cascade(routes["competence_gate"]),
-        "competence+router+cascade": cascade(routes["competence+router"]),
-        f"competence+router+cascade@q{LOOSE_QUALITY}": cascade(routes["competence+router"], confident_loose),
-        # The same chain with the gate sending to the support teacher (before the flagship existed):
+        "competence+outcome+cascade": cascade(routes["competence+outcome"]),
+        "competence~band+cascade": cascade(routes["competence~band"]),
+        "competence~band+outcome+cascade": cascade(routes["competence~band+outcome"]),
+        f"competence~band+cascade@q{LOOSE_QUALITY}": cascade(routes["competence~band"], confident_loose),
+        "competence~band?check+cascade": cascade(routes["competence~band"], band_check=True),
+        "competence~band?check+outcome+cascade": cascade(routes["competence~band+outcome"], band_check=True),
+        # The gate sending everything it rejects to the support teacher (before the flagship existed):
         # what in-scope accuracy the general flagship costs where the gate misjudges a support message.
-        "competence(->teacher)+router+cascade": cascade(lambda m: {"flagship": "teacher"}.get(
-            routes["competence+router"](m), routes["competence+router"](m))),
+        "competence(->teacher)+cascade": cascade(lambda m: {"flagship": "teacher"}.get(
+            routes["competence_gate"](m), routes["competence_gate"](m))),
     }
+    notes["check"] = f"band check: {band_note}; unsure -> flagship"
     notes["cascade"] = (f"confidence model {c_note}; threshold {c_threshold:.4f} (quality {QUALITY_TARGET}); "
                         f"@q{LOOSE_QUALITY}: threshold_for(quality={LOOSE_QUALITY}) on the same validation rows = "
                         f"{loose:.4f}; escalations go to teacher")
@@ -215,6 +210,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "hwu64_on_teacher_or_flagship": share([t in STRONG for t, _ in choice["hwu64"]]),
             "mmlu_on_teacher_or_flagship": share([t in STRONG for t, _ in choice["mmlu"]]),
             "hwu64_on_flagship": round(float(np.mean([t == "flagship" for t, _ in choice["hwu64"]])), 4),
+            "mmlu_on_flagship": round(float(np.mean([t == "flagship" for t, _ in choice["mmlu"]])), 4),
             "b77_accuracy": {"accuracy": round(float(np.mean(correct)), 4), "ci95": wilson(sum(correct), len(correct)),
                              "relative_to_all_teacher": round(float(np.mean(correct)) / teacher_accuracy, 4)},
             "b77_answers_assumed_wrong": sum(a is None for a in answers),
@@ -222,12 +218,12 @@ def evaluate(args: argparse.Namespace) -> dict:
             "cost_usd_per_1k_requests": {}, "cost_relative_to_all_teacher": {},
         }
         for name in evaluated:
-            spent = [cost(t, r, name) + (cost("student", r, name) * decision_share(student[r["id"]]) if e else 0.0)
+            spent = [cost(t, r, name) + (attempt_cost(t, r, name) if e else 0.0)
                      for r, (t, e) in zip(evaluated[name], choice[name])]
             baseline = [cost("teacher", r, name) for r in evaluated[name]]
             entry["cost_usd_per_1k_requests"][name] = round(1000 * float(np.mean(spent)), 6)
             entry["cost_relative_to_all_teacher"][name] = round(float(np.sum(spent) / np.sum(baseline)), 4)
-        entry["note"] = notes.get(pname.split("+")[0] if pname.endswith("cascade") else pname, "")
+        entry["note"] = "; ".join(notes[part] for part in note_keys(pname) if part in notes)
         results[pname] = entry
     return {"policies": results, "latency": latency(policies, routes, evaluated, outcomes, model),
             "teacher_b77_accuracy": round(teacher_accuracy, 4), "mean_strong_completion_tokens": mean_completion,
@@ -235,55 +231,23 @@ def evaluate(args: argparse.Namespace) -> dict:
             "notes": notes}
 
 
+def band_check_model(path: Path) -> tuple[object | None, float, str]:
+    """The band check's confidence model on the teacher's logprobs (``python -m router calibrate-cascade
+    --tier teacher --label teacher_correct --keep 0.95``), or None when it was not made."""
+    from router.confidence import load_confidence
+
+    if not path.is_file():
+        return None, 1.0, "not made"
+    loaded = load_confidence(path)
+    return loaded.model, loaded.threshold, f"{path.relative_to(REPO)} (threshold {loaded.threshold:.4f}: " \
+        f"{loaded.metadata.get('threshold_chosen_on', 'see its card')}, on {loaded.metadata.get('data', '?')})"
+
+
 def decision_share(answer: dict) -> float:
     """Share of the student's answer generated by the time the cascade decides (its first line):
     a rejected attempt is charged its prompt and these tokens, not a whole answer."""
     tokens = answer.get("logprobs") or []
     return first_line_tokens(tokens) / max(1, len(tokens)) if tokens else 1.0
-
-
-def latency(policies: dict, routes: dict, evaluated: dict, outcomes: dict, model) -> dict:
-    """Decision time in-process (non-cascade) and the cascade's time to first token (composed)."""
-    from router.confidence import logprob_features
-
-    sample = [r for name in evaluated for r in evaluated[name][:300]]
-    decision = {}
-    for name, route in routes.items():
-        route(sample[0]["messages"])  # warm
-        times = []
-        for r in sample:
-            started = time.perf_counter()
-            route(r["messages"])
-            times.append(time.perf_counter() - started)
-        decision[name] = percentiles(times)
-    times = []
-    for r in sample:
-        tokens = outcomes[("student", r["id"])]["logprobs"]
-        started = time.perf_counter()
-        model.predict_proba(logprob_features(tokens).reshape(1, -1))
-        times.append(time.perf_counter() - started)
-    decision["cascade_confidence_only"] = percentiles(times)
-    ttft: dict = {}
-    for pname in ("cascade", "competence+cascade"):
-        accepted, escalated = [], []
-        for name in evaluated:
-            for r in evaluated[name]:
-                tier, esc = policies[pname](r)
-                s = outcomes[("student", r["id"])]
-                if tier == "student":
-                    accepted.append(s["first_line_s"])
-                elif esc:
-                    strong = outcomes.get(("teacher", r["id"])) or outcomes.get(("flagship", r["id"]))
-                    if strong and strong.get("ttft_s") is not None:
-                        escalated.append(s["first_line_s"] + strong["ttft_s"])
-        ttft[pname] = {"accepted_ms": percentiles(accepted), "escalated_ms": percentiles(escalated)}
-    direct = {tier: percentiles([o["ttft_s"] for (t, _), o in outcomes.items() if t == tier and o.get("ttft_s")])
-              for tier in ("student", "teacher", "flagship")}
-    return {"decision_ms": decision, "cascade_ttft": ttft, "direct_ttft_ms": direct,
-            "how": "decision: the gateway's policy objects timed in-process, one request at a time; cascade TTFT: "
-                   "composed from the measured streams (accepted: student's time to the end of its first line; "
-                   "escalated: that plus the teacher's TTFT), measured at 12 concurrent streams per server on 2 "
-                   "CPU cores shared with other jobs, so absolute times are inflated; not measured live through the gateway"}
 
 
 def plan_sizes() -> dict[str, int]:
@@ -332,6 +296,7 @@ def main() -> None:
                         help="which tiers' answers to generate: student, teacher, flagship (the LoRA process)")
     parser.add_argument("--outcomes", type=Path, default=OUTCOMES)
     parser.add_argument("--confidence", type=Path, default=REPO / "artifacts" / "router" / "cascade_confidence.skops")
+    parser.add_argument("--band-check", type=Path, default=REPO / "artifacts" / "router" / "band_check.skops")
     parser.add_argument("--concurrency", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -354,6 +319,10 @@ def main() -> None:
                      if gate(r["messages"]) == "flagship"]
             jobs += [("flagship", "flagship", args.flagship_url, r)
                      for name, n in FLAGSHIP_SUBSAMPLE.items() for r in sets[name][:n]]
+        if "teacher_lp" in args.tiers.split(","):  # the band check reads the teacher's logprobs in the gate's band
+            band = load_policies(args.confidence)[0]["competence~band"]
+            jobs += [("teacher_lp", "teacher", args.flagship_url, r) for name in ("b77_test", "hwu64", "mmlu")
+                     for r in sets[name] if band(r["messages"]) == "teacher"]
         args.outcomes.mkdir(parents=True, exist_ok=True)
         out = args.outcomes / f"outcomes.{args.tiers.replace(',', '+')}.jsonl"
         asyncio.run(generate(jobs, out, args.concurrency))
@@ -370,7 +339,7 @@ def main() -> None:
     result = {"what": "routing policies side by side on each tier's real answers (vLLM, CPU, float32, greedy)",
               "data": {"b77_test": "Banking77 test (in scope; PolyAI, CC BY 4.0)",
                        "hwu64": "HWU64 test (out of scope; evaluation only; Liu et al. 2019, CC BY 4.0)",
-                       "mmlu": f"RouteLLM MMLU questions < 1200 chars, contaminated left out (out of scope; Apache-2.0)"},
+                       "mmlu": "RouteLLM MMLU questions < 1200 chars, contaminated left out (out of scope; Apache-2.0)"},
               "sample_sizes": {"planned": plan_sizes(), "planning_share": PLANNING_P, "half_width": HALF_WIDTH,
                                "rule": "smallest n whose 95 % Wilson interval at the planning share is within "
                                        "+-3 points; every share below says whether its own interval is"},

@@ -137,7 +137,8 @@ async def generate(jobs: list[tuple[str, str, str, dict]], out: Path, concurrenc
                 while not queue.empty():
                     tier, model, base_url, row = queue.get_nowait()
                     try:
-                        result = await ask(session, base_url, model, row["messages"], logprobs=tier == "student")
+                        result = await ask(session, base_url, model, row["messages"],
+                                             logprobs=tier in ("student", "teacher_lp"))
                     except (aiohttp.ClientError, TimeoutError) as exc:
                         result = {"error": repr(exc)}
                     sink.write(json.dumps({"tier": tier, "id": row["id"], **result}) + "\n")

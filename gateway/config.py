@@ -29,10 +29,25 @@ from gateway.tier_config import (LiteLLMProvider, Price, RemoteServer, TierCapab
 
 __all__ = ["GatewayConfig", "LiteLLMProvider", "Price", "RemoteServer", "TierCapabilities", "TierConfig",
            "VLLMServer", "load_config", "parse_config"]
-from router.defaults import DEFAULT_ARTIFACT, default_threshold_for
+from router.defaults import DEFAULT_ARTIFACT, DEFAULT_OUTCOME_ARTIFACT
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PLACEHOLDER = re.compile(r"\{(project_root|model_cache|state_dir|env:[A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class BandCheckConfig(_Strict):
+    """The competence gate's band check: a cascade from the workload's teacher to the general flagship.
+
+    A request in the gate's uncertain band is either a rare phrasing of an in-scope request
+    (the workload teacher knows it, and says so with confident logprobs) or something the
+    workload was never about (the teacher still names one of its answers, unsure). The model is
+    written by ``python -m router calibrate-cascade --tier teacher --label teacher_correct
+    --keep 0.95`` on the teacher's answers to in-scope validation prompts only.
+    """
+
+    artifact: str
+    threshold: float | None = Field(default=None, ge=0, le=1, description="override the model's threshold")
+    decision_tokens: int = Field(default=16, ge=1, le=256)
 
 
 class CompetenceGateConfig(_Strict):
@@ -48,6 +63,14 @@ class CompetenceGateConfig(_Strict):
     threshold: float | None = Field(default=None, ge=0, le=1, description="override the index's threshold "
                                     "(chosen on held-out in-scope validation prompts)")
     tier: str | None = Field(default=None, description="where out-of-scope requests go; default: the router's strong_tier")
+    near_tier: str | None = Field(default=None, description="where requests in the uncertain band go: past the "
+                                  "threshold but within the distance that keeps `near_acceptance` of the "
+                                  "index's validation prompts (rare in-scope phrasings); default: no band")
+    near_acceptance: float = Field(default=0.995, gt=0, le=1, description="the band's outer edge, as a share of "
+                                   "the index's held-out in-scope validation prompts")
+    near_check: BandCheckConfig | None = Field(default=None, description="ask `near_tier` first with logprobs and "
+                                               "keep its answer only when its first line is confident; else `tier` "
+                                               "answers (a cascade near_tier -> tier)")
 
 
 class CascadeConfig(_Strict):
@@ -67,19 +90,28 @@ class CascadeConfig(_Strict):
 
 
 class RouterConfig(_Strict):
-    """How ``model: "auto"`` picks a tier.
+    """How ``model: "auto"`` picks a tier: competence gate -> router -> cascade, each optional.
 
-    ``trained``: the scikit-learn artifact scores the request; score >= threshold goes to
-    ``strong_tier``. ``fixed``: every auto request goes to ``default_tier`` (explicit and
-    logged, for when no trained router is available). If the artifact is missing, the
-    gateway falls back to ``fixed`` and says so. The default artifact and its threshold come
+    ``policy``:
+
+    * ``outcome``: the router trained on our own tiers' outcomes (``router.outcome_router``):
+      P(the student's answer agrees with the teacher's) from the request's text and its
+      competence distance; below the threshold goes to ``strong_tier``. Needs ``competence``.
+    * ``trained``: a ``ComplexityRouter`` artifact scores how hard the request is; score >=
+      threshold goes to ``strong_tier``.
+    * ``cascade``: no router; every request the gate lets through asks the student first.
+    * ``fixed``: every auto request goes to ``default_tier`` (explicit and logged, for when no
+      trained router is available).
+
+    A router artifact that is missing degrades to ``fixed``, loudly. The default artifacts come
     from ``router.defaults``, which ``python -m router score`` reads too.
     """
 
-    policy: Literal["trained", "fixed", "cascade"] = "trained"
-    artifact: str | None = Field(default_factory=lambda: str(DEFAULT_ARTIFACT))
+    policy: Literal["outcome", "trained", "fixed", "cascade"] = "trained"
+    artifact: str | None = Field(default=None, description="the router artifact; default: router.defaults' "
+                                 "for the policy")
     threshold: float | None = Field(default=None, ge=0, le=1, description="override the artifact's threshold "
-                                    "(default artifact: router.defaults.DEFAULT_THRESHOLD)")
+                                    "(outcome: the P(agree) below which the strong tier answers)")
     strong_tier: str = "teacher"
     weak_tier: str = "student"
     default_tier: str | None = Field(default=None, description="for policy fixed; default: strong_tier")
@@ -88,11 +120,13 @@ class RouterConfig(_Strict):
                                           "ask the student first (policy cascade: every in-scope request)")
 
     @model_validator(mode="after")
-    def _default_threshold(self) -> RouterConfig:
+    def _defaults(self) -> RouterConfig:
         if self.policy == "cascade" and self.cascade is None:
             self.cascade = CascadeConfig()
-        if self.threshold is None and self.artifact:
-            self.threshold = default_threshold_for(self.artifact)
+        if self.policy == "outcome" and self.competence is None:
+            raise ValueError("router.policy outcome reads the competence distance: configure router.competence")
+        if self.artifact is None and self.policy in ("trained", "outcome"):
+            self.artifact = str(DEFAULT_OUTCOME_ARTIFACT if self.policy == "outcome" else DEFAULT_ARTIFACT)
         return self
 
 

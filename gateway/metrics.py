@@ -95,6 +95,9 @@ class GatewayMetrics:
                                            registry=self.registry)
         self.cascade_accepted = Counter("tierwise_cascade_accepted", "Cascaded requests the student answered",
                                         registry=self.registry)
+        self.band_checks = Counter("tierwise_competence_band_checks", "Requests in the competence gate's uncertain "
+                                   "band asked of the near tier first: kept (it was confident) or escalated to the "
+                                   "out-of-scope tier", ["outcome"], registry=self.registry)
         self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger",
                                     registry=self.registry)
 
@@ -130,4 +133,7 @@ class GatewayMetrics:
             cost.inc(record.cost)
             teacher_cost.inc(record.teacher_cost)
         if record.escalated is not None:
-            (self.cascade_escalations if record.escalated else self.cascade_accepted).inc()
+            if record.decision is not None and record.decision.policy.startswith("competence_near"):
+                self.band_checks.labels("escalated" if record.escalated else "kept").inc()
+            else:
+                (self.cascade_escalations if record.escalated else self.cascade_accepted).inc()

@@ -31,22 +31,34 @@ def read_outcomes(path: Path) -> list[dict]:
     return lines
 
 
-def calibrate(outcomes: Path, out: Path, quality: float = 0.98) -> dict:
-    """Fit on every outcome row; the threshold is chosen on the model's out-of-fold probabilities."""
+def calibrate(outcomes: Path, out: Path, quality: float | None = 0.98, *, tier: str = "student",
+              label: str = "agree", keep: float | None = None) -> dict:
+    """Fit on every outcome row; the threshold is chosen on the model's out-of-fold probabilities.
+
+    The default is the cascade's model: the student's logprobs, labelled by agreement with the
+    teacher, thresholded for a ``quality`` target. ``tier="teacher", label="teacher_correct",
+    keep=0.95`` is the competence gate's band check: the workload teacher's logprobs, labelled
+    by whether its answer is the gold one, thresholded to keep 95 % of these *in-scope* rows
+    (no out-of-scope data is needed or used).
+    """
     lines = read_outcomes(outcomes)
-    X, y = outcome_rows(lines)
+    X, y = outcome_rows(lines, tier, label)
     model = CascadeConfidence().fit(X, y)
-    threshold = model.threshold_for(quality=quality)
+    threshold = model.threshold_for(student_share=keep) if keep is not None else model.threshold_for(quality=quality)
     curve = [model.operating_point(model.threshold_for(quality=q)) | {"target": f"quality {q}"}
              for q in (0.95, 0.97, 0.98, 0.99, 1.0)]
     curve += [model.operating_point(model.threshold_for(student_share=s)) | {"target": f"student_share {s}"}
               for s in (0.8, 0.9, 0.95)]
     coef = model.pipeline_.named_steps["logit"].coef_[0]
+    what = ("the student's intent line equals the teacher's" if (tier, label) == ("student", "agree")
+            else f"{label} (the {tier}'s answer)")
     card = {
         "data": f"{outcomes.name}: {len(lines)} Banking77 train prompts (seeded carve, see benchmarks/cascade_outcomes.py); "
-                "real vLLM student and teacher, greedy; label = the student's intent line equals the teacher's",
+                f"real vLLM tiers, greedy; features: the {tier}'s first-line logprobs; label = {what}",
         "caveat": CAVEAT,
         "n": len(lines),
+        "tier": tier,
+        "label": label,
         "agreement": float(y.mean()),
         "student_accuracy": float(np.mean([r.get("student_correct", False) for r in lines])),
         "teacher_accuracy": float(np.mean([r.get("teacher_correct", False) for r in lines])),
@@ -54,10 +66,12 @@ def calibrate(outcomes: Path, out: Path, quality: float = 0.98) -> dict:
         "coefficients": dict(zip(FEATURE_NAMES, map(float, coef))),
         "decision_tokens": DECISION_TOKENS,
         "oof_roc_auc": float(roc_auc_score(y, model.validation_proba_)),
-        "quality_target": quality,
+        "quality_target": None if keep is not None else quality,
+        "keep_target": keep,
         "quality_definition": "share of final answers that agree with the teacher's (escalated answers are the teacher's)",
         "threshold": threshold,
-        "threshold_chosen_on": "5-fold out-of-fold probabilities of the outcome rows (never a test split)",
+        "threshold_chosen_on": "5-fold out-of-fold probabilities of the outcome rows (never a test split)"
+                               + (f": the lowest keeping {keep:.0%} of them" if keep is not None else ""),
         "operating_point": model.operating_point(threshold),
         "curve": curve,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

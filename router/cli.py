@@ -1,4 +1,4 @@
-"""``python -m router train | evaluate | score``.
+"""``python -m router train | evaluate | score | calibrate-cascade | train-outcomes``.
 
 Operators retrain when the student changes (distill/ writes new correctness CSVs), check an
 artifact before shipping it, and poke at single prompts while debugging routing decisions.
@@ -191,7 +191,7 @@ def score(
     exactly as the gateway's default routing would."""
     router = load_router(model)
     s = router.score([{"role": "user", "content": text}])
-    cut = served_threshold(model, threshold, router.threshold)
+    cut = served_threshold(threshold, router.threshold)
     tier = "teacher (strong)" if s >= cut else "student (cheap)"
     print(json.dumps({"score": round(s, 6), "threshold": round(cut, 6), "tier": tier, "model": str(model)}))
 
@@ -204,11 +204,38 @@ def calibrate_cascade(
         Path("artifacts/router/cascade_confidence.skops"),
     quality: Annotated[float, typer.Option(help="cascade quality target: share of final answers agreeing "
                                            "with the teacher on the out-of-fold validation rows")] = 0.98,
+    tier: Annotated[str, typer.Option(help="whose logprobs: student (the cascade) or teacher (the band check)")] =
+        "student",
+    label: Annotated[str, typer.Option(help="the outcome column: agree, teacher_correct, student_correct")] = "agree",
+    keep: Annotated[Optional[float], typer.Option(help="instead of --quality: keep this share of the (in-scope) "
+                                                  "rows above the threshold")] = None,
 ) -> None:
     """Fit the cascade's confidence model on student/teacher outcomes; threshold for a quality target."""
     from router.cascade_calibration import calibrate
 
-    card = calibrate(outcomes, out, quality)
+    card = calibrate(outcomes, out, quality, tier=tier, label=label, keep=keep)
+    console.print(f"[green]wrote[/green] {out}")
+    print(json.dumps({k: card[k] for k in ("n", "agreement", "oof_roc_auc", "threshold", "operating_point")}))
+
+
+@app.command("train-outcomes")
+def train_outcomes(
+    outcomes: Annotated[Path, typer.Option("--outcomes", help="JSONL from benchmarks/cascade_outcomes.py (the "
+                                           "student's and teacher's answers on training-data prompts)")] =
+        Path("benchmarks/results/cascade_outcomes_validation.jsonl"),
+    competence: Annotated[Path, typer.Option("--competence", help="the student's competence index (the gate's)")] =
+        Path("artifacts/tiers/student/competence.skops"),
+    out: Annotated[Path, typer.Option("--out", help="where to write the router (.skops)")] =
+        Path("artifacts/router/support_outcome_router.skops"),
+    quality: Annotated[float, typer.Option(help="quality target: share of answers agreeing with the teacher on "
+                                           "the out-of-fold rows")] = 0.98,
+    leave_one_out: Annotated[bool, typer.Option(help="the outcome prompts are in the index (training prompts): "
+                                                "skip each one's own copy")] = True,
+) -> None:
+    """Fit the router on our own tiers' outcomes (text + competence distance); threshold for a quality target."""
+    from router.outcome_training import train_outcomes as train
+
+    card = train(outcomes, competence, out, quality, leave_one_out)
     console.print(f"[green]wrote[/green] {out}")
     print(json.dumps({k: card[k] for k in ("n", "agreement", "oof_roc_auc", "threshold", "operating_point")}))
 

@@ -174,12 +174,15 @@ class CompetenceIndex(BaseEstimator):
         scale = 1.0 / math.sqrt(len(vectorizers))
         return (sp.hstack([v.transform(texts) for v in vectorizers], format="csr") * scale).astype(np.float32)
 
-    def _distances(self, vectorizers, reference: sp.csc_matrix, texts: list[str]) -> np.ndarray:
-        k = min(self.k, reference.shape[0])
+    def _distances(self, vectorizers, reference: sp.csc_matrix, texts: list[str],
+                   leave_one_out: bool = False) -> np.ndarray:
+        k = min(self.k, reference.shape[0] - int(leave_one_out))
         out = np.empty(len(texts))
         reference_t = reference.T.tocsr()
         for start in range(0, len(texts), _CHUNK):
             sims = (self._embed(vectorizers, texts[start:start + _CHUNK]) @ reference_t).toarray()
+            if leave_one_out:  # the query's own copy in the reference: its most similar entry, dropped
+                sims[np.arange(sims.shape[0]), sims.argmax(axis=1)] = -np.inf
             top = -np.partition(-sims, k - 1, axis=1)[:, :k]
             out[start:start + _CHUNK] = 1.0 - top.mean(axis=1)
         return np.clip(out, 0.0, 1.0)
@@ -235,10 +238,15 @@ class CompetenceIndex(BaseEstimator):
         if not hasattr(self, "reference_"):
             raise ValueError("CompetenceIndex is not fitted; call fit() with the student's training prompts")
 
-    def distance(self, X: Sequence[Conversation]) -> np.ndarray:
-        """Mean cosine distance to the ``k`` nearest training prompts, one per conversation, in [0, 1]."""
+    def distance(self, X: Sequence[Conversation], leave_one_out: bool = False) -> np.ndarray:
+        """Mean cosine distance to the ``k`` nearest training prompts, one per conversation, in [0, 1].
+
+        ``leave_one_out``: for conversations that are themselves training prompts (a router
+        learning from outcomes on the training data), the nearest entry, their own copy, is
+        skipped, so their distance is what an unseen request like them would get.
+        """
         self._check_fitted()
-        return self._distances(self.vectorizers_, self.reference_, [self._text(x) for x in X])
+        return self._distances(self.vectorizers_, self.reference_, [self._text(x) for x in X], leave_one_out)
 
     def distance_one(self, conversation: Conversation) -> float:
         """``distance([conversation])[0]`` for one request, without sklearn's per-call overhead."""
@@ -246,6 +254,17 @@ class CompetenceIndex(BaseEstimator):
         if getattr(self, "_fast", None) is None:
             self._build_fast_path()
         text = self._text(conversation)
+        # The gate and the router on our own outcomes (which reads the distance as a feature)
+        # ask about the same request one after the other: the last answer is kept. One tuple,
+        # replaced whole, so concurrent scoring threads never read a torn pair.
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] == text:
+            return last[1]
+        distance = self._distance_of_text(text)
+        self._last = (text, distance)
+        return distance
+
+    def _distance_of_text(self, text: str) -> float:
         idx: list[int] = []
         values: list[np.ndarray] = []
         for block in self._fast:
@@ -281,6 +300,7 @@ class CompetenceIndex(BaseEstimator):
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         state.pop("_fast", None)  # look-up tables are rebuilt on first use, never saved
+        state.pop("_last", None)
         reference = state.pop("reference_", None)
         if reference is not None:  # plain arrays in their smallest exact dtypes: ~4 bytes per entry
             rows = reference.shape[0]

@@ -219,8 +219,9 @@ def load_confidence(path: Path | str) -> ConfidenceArtifact:
     return ConfidenceArtifact(payload["model"], float(payload["threshold"]), json.loads(payload["metadata_json"]))
 
 
-def outcome_rows(lines: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels from ``benchmarks/cascade_outcomes.py`` records (``student.logprobs``, ``agree``)."""
-    X = np.array([logprob_features(r["student"]["logprobs"]) for r in lines])
-    y = np.array([int(bool(r["agree"])) for r in lines])
+def outcome_rows(lines: Sequence[Mapping[str, Any]], tier: str = "student",
+                 label: str = "agree") -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels from ``benchmarks/cascade_outcomes.py`` records (``<tier>.logprobs``, ``<label>``)."""
+    X = np.array([logprob_features(r[tier]["logprobs"]) for r in lines])
+    y = np.array([int(bool(r[label])) for r in lines])
     return X, y

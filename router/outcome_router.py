@@ -13,22 +13,40 @@ Logistic regression over the stacked features gives a calibrated P(agree); ``fit
 5-fold out-of-fold probabilities, so ``threshold_for(quality=0.98)`` / ``threshold_for(student_share=...)``
 (from :class:`router.confidence.QualityOperatingPoints`) are chosen on predictions the model
 did not fit. Requests below the threshold go to the teacher. Torch-free; no ``gateway`` import.
+
+The gateway scores one request at a time (``agreement_one``): the fitted TF-IDF as a look-up
+table and one dot product, no scikit-learn call on the request path (``router/fastpath.py``'s
+approach; the tests pin it to ``predict_proba``). Saved with skops on a trusted-types list
+plus a content digest (``save_outcome_router`` / ``load_outcome_router``), with the sha256 of
+the competence index whose distances it learned from, so the gateway can refuse a mismatch.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from router.confidence import QualityOperatingPoints
+from router.features import CompactTfidfVectorizer
+from router.signed import UntrustedArtifactError, dump_signed, load_signed
+
+FORMAT = "tierwise-outcome-router"
+FORMAT_VERSION = 1
+TRUSTED_TYPES: frozenset[str] = frozenset({
+    "router.outcome_router.OutcomeRouter", "router.features.CompactTfidfVectorizer",
+    "sklearn.linear_model._logistic.LogisticRegression", "sklearn.preprocessing._data.StandardScaler",
+})
 
 Row = Mapping[str, Any]  # {"text": str, "competence_distance": float, "confidence": float (optional)}
 
@@ -53,7 +71,7 @@ class OutcomeRouter(QualityOperatingPoints, ClassifierMixin, BaseEstimator):
             raise ValueError(f"every row needs {cols}; missing {exc}") from None
 
     def _fit_parts(self, X: Sequence[Row], y: np.ndarray) -> tuple:
-        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2,
+        vec = CompactTfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2,
                               max_features=self.max_features)
         text = vec.fit_transform([str(r["text"]) for r in X])
         scaler = StandardScaler().fit(self._numeric(X))
@@ -89,3 +107,70 @@ class OutcomeRouter(QualityOperatingPoints, ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Sequence[Row]) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    # -- serving: one request ------------------------------------------------------------
+    def agreement_one(self, text: str, competence_distance: float, confidence: float | None = None) -> float:
+        """``predict_proba([row])[0, 1]`` for one request, without scikit-learn's per-call overhead."""
+        self._check_fitted()
+        fast = getattr(self, "_fast", None)
+        if fast is None:
+            fast = self._fast = _FastLinear(self)
+        numeric = [competence_distance] + ([confidence] if self.use_confidence else [])
+        if any(v is None for v in numeric):
+            raise ValueError("use_confidence=True needs the cascade's confidence")
+        return fast.proba(text, numeric)
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_fast", None)  # rebuilt on first use, never saved
+        return state
+
+
+class _FastLinear:
+    """The fitted logistic regression over TF-IDF + scaled numeric columns, for one row."""
+
+    def __init__(self, model: OutcomeRouter) -> None:
+        vec = model.vectorizer_
+        self.analyzer = vec.build_analyzer()
+        self.vocabulary: dict[str, int] = vec.vocabulary_
+        self.idf = np.asarray(vec.idf_, dtype=np.float64)
+        coef = np.asarray(model.logit_.coef_[0], dtype=np.float64)
+        n_text = len(self.vocabulary)
+        self.text_coef = coef[:n_text]
+        scale = np.asarray(model.scaler_.scale_, dtype=np.float64)
+        mean = np.asarray(model.scaler_.mean_, dtype=np.float64)
+        # (x - mean) / scale * weight . coef  ==  x . (coef * weight / scale) - mean . (...)
+        self.numeric_coef = coef[n_text:] * model.numeric_weight / scale
+        self.intercept = float(model.logit_.intercept_[0]) - float(mean @ self.numeric_coef)
+
+    def proba(self, text: str, numeric: list[float]) -> float:
+        vocab = self.vocabulary
+        pairs = [(vocab[t], c) for t, c in Counter(self.analyzer(text)).items() if t in vocab]
+        z = self.intercept + float(np.dot(self.numeric_coef, numeric))
+        if pairs:
+            idx = [i for i, _ in pairs]
+            values = (np.log(np.fromiter((c for _, c in pairs), dtype=np.float64, count=len(pairs))) + 1.0) * self.idf[idx]
+            z += float(values @ self.text_coef[idx]) / math.sqrt(float(values @ values))
+        return float(1.0 / (1.0 + math.exp(-z)))
+
+
+class OutcomeRouterArtifact(NamedTuple):
+    model: OutcomeRouter
+    threshold: float  # P(agree) below this goes to the strong tier
+    metadata: dict
+
+
+def save_outcome_router(model: OutcomeRouter, threshold: float, path: Path | str, metadata: dict | None = None) -> Path:
+    """Write ``model`` and its served threshold as a signed skops archive (``router/signed.py``)."""
+    model._check_fitted()
+    return dump_signed({"format": FORMAT, "format_version": FORMAT_VERSION, "model": model,
+                        "threshold": float(threshold),
+                        "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}, path)
+
+
+def load_outcome_router(path: Path | str) -> OutcomeRouterArtifact:
+    """Load an outcome-router artifact, or raise ``UntrustedArtifactError`` / ``FileNotFoundError``."""
+    payload = load_signed(path, TRUSTED_TYPES, "outcome router", FORMAT, FORMAT_VERSION)
+    if not isinstance(payload.get("model"), OutcomeRouter):
+        raise UntrustedArtifactError(f"{path} does not hold an OutcomeRouter")
+    return OutcomeRouterArtifact(payload["model"], float(payload["threshold"]), json.loads(payload["metadata_json"]))

@@ -20,7 +20,9 @@ decision and the confidence.
 Composition (``router.cascade`` config): competence gate -> router -> cascade. A decision for
 the weak tier made by the policy in front becomes a cascade (``+cascade`` in ``route_policy``);
 ``router.policy: cascade`` puts every in-scope request through it. A student that fails before
-its decision counts as an escalation (reason ``student_failed``): the teacher answers.
+its decision counts as an escalation (reason ``student_failed``): the teacher answers. The
+competence gate's band check is the same machinery one level up (support teacher first, the
+flagship on escalation: ``Cascade.escalate_to``).
 """
 
 from __future__ import annotations
@@ -308,25 +310,31 @@ def assemble(chunks: list[dict], endpoint: Endpoint, keep: int | None) -> dict:
 class Cascade:
     """The loaded confidence model and its operating point; ``run`` starts one request's cascade."""
 
-    def __init__(self, model: ConfidenceModel, threshold: float, decision_tokens: int = 16) -> None:
+    def __init__(self, model: ConfidenceModel, threshold: float, decision_tokens: int = 16,
+                 escalate_to: str | None = None) -> None:
         self.model = model
         self.threshold = float(threshold)
         self.decision_tokens = decision_tokens
+        self.escalate_to = escalate_to  # None: the router's strong tier (the competence band check names its own)
 
     def tier(self, student: Tier, teacher: Tier) -> CascadeTier:
         return CascadeTier(self, student, teacher)
 
 
-def plan_cascade(decision: RouteDecision | None, body: dict, candidates: list, teacher: Tier | None) -> list:
+def plan_cascade(decision: RouteDecision | None, body: dict, candidates: list, teacher: Tier | None,
+                 resolve: Callable[[str], Tier | None] | None = None) -> list:
     """The serving code's hook: ``candidates`` with the student (first) replaced by its cascade.
 
-    Unchanged when the request is not cascaded, when the first candidate is not the chosen
-    student (a fallback), or when the teacher cannot take traffic now (the student answers
-    alone rather than escalating into a tier that is down).
+    ``teacher`` is where escalations go unless the cascade names its own tier (``escalate_to``,
+    looked up with ``resolve``). Unchanged when the request is not cascaded, when the first
+    candidate is not the chosen student (a fallback), or when the teacher cannot take traffic
+    now (the student answers alone rather than escalating into a tier that is down).
     """
     cascade = cascade_for(decision, body)
     if cascade is None or not candidates or candidates[0].name != decision.tier:
         return candidates
+    if cascade.escalate_to and resolve is not None:
+        teacher = resolve(cascade.escalate_to)
     if teacher is None or teacher is candidates[0] or not teacher.available:
         return candidates
     return [cascade.tier(candidates[0], teacher), *candidates[1:]]
@@ -348,10 +356,8 @@ def cascade_columns(outcome: CascadeOutcome | None, price: Callable[[str, int, i
 
 
 def cascade_for(decision: RouteDecision | None, body: dict) -> Cascade | None:
-    """The cascade this request goes through: the policy chose one, and one answer was asked for.
-
-    ``n`` > 1 asks for several answers; the decision reads one, so those go to the student plainly.
-    """
+    """The cascade this request goes through: the policy chose one, and one answer was asked for
+    (``n`` > 1 asks for several; the decision reads one, so those go to the student plainly)."""
     if decision is None or decision.cascade is None:
         return None
     try:
@@ -380,16 +386,14 @@ class CascadePolicy:
         self.inner.set_shift(shift)
 
 
-def load_cascade(artifact: str | Path, threshold: float | None, decision_tokens: int) -> Cascade:
-    """The configured cascade; a missing or refused confidence model stops the start-up.
-
-    Unlike a missing router (which degrades to a fixed tier), a cascade without its model
-    would have to accept or escalate blindly, either way not what the operator configured.
-    """
+def load_cascade(artifact: str | Path, threshold: float | None, decision_tokens: int,
+                 escalate_to: str | None = None) -> Cascade:
+    """The configured cascade; a missing or refused confidence model stops the start-up (unlike a
+    missing router): without it the cascade would accept or escalate blindly."""
     from router.confidence import load_confidence
 
     loaded = load_confidence(artifact)
-    cascade = Cascade(loaded.model, loaded.threshold if threshold is None else threshold, decision_tokens)
-    log.info("routing policy: cascade %s (student answers with confidence >= %.3f kept; first line or %d tokens)",
+    cascade = Cascade(loaded.model, loaded.threshold if threshold is None else threshold, decision_tokens, escalate_to)
+    log.info("routing policy: cascade %s (first answers with confidence >= %.3f kept; first line or %d tokens)",
              artifact, cascade.threshold, decision_tokens)
     return cascade

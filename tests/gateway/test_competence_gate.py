@@ -1,5 +1,6 @@
 """The competence gate in a real gateway (uvicorn, real HTTP, SQLite ledger) in front of the
-shipped support router, with stub upstreams that say which tier answered."""
+shipped router trained on our own tiers' outcomes (which reads the gate's distance), with stub
+upstreams that say which tier answered."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def tiers(tmp_path_factory):
 def gated_config(tiers, db, index_path) -> dict:
     teacher, student = tiers
     config = stub_config(teacher.url, f"sqlite:///{db}", student.url)
-    config["router"] = {"policy": "trained", "strong_tier": "teacher", "weak_tier": "student",
+    config["router"] = {"policy": "outcome", "strong_tier": "teacher", "weak_tier": "student",
                         "competence": {"artifact": str(index_path)}}
     return config
 
@@ -55,7 +56,7 @@ def test_out_of_scope_goes_to_the_teacher_and_the_ledger_says_which_stage_decide
     db = tmp_path / "ledger.db"
     gateway = start_gateway(gated_config(tiers, db, SHIPPED_INDEX), tmp_path, timeout_s=60)
     try:
-        assert httpx.get(gateway.url + "/health").json()["routing_policy"] == "competence+trained"
+        assert httpx.get(gateway.url + "/health").json()["routing_policy"] == "competence+outcome"
         assert ask(gateway.url, [{"role": "user", "content": "What's the weather in Paris tomorrow?"}]).startswith("teacher")
         assert ask(gateway.url, [{"role": "user", "content": "I still haven't received my new card"}]).startswith("student")
         # the support task's own system prompt is known to the student: still in scope
@@ -67,7 +68,7 @@ def test_out_of_scope_goes_to_the_teacher_and_the_ledger_says_which_stage_decide
         gateway.stop()
     rows = ledger_rows(db)
     assert [(r["tier"], r["route_policy"]) for r in rows] == [
-        ("teacher", "competence"), ("student", "trained"), ("student", "trained"), ("teacher", "competence")]
+        ("teacher", "competence"), ("student", "outcome"), ("student", "outcome"), ("teacher", "competence")]
     weather = rows[0]
     assert weather["route_score"] > weather["route_threshold"]  # the distance and the gate's threshold
 
@@ -88,11 +89,13 @@ def test_an_edited_index_stops_the_start_up(tiers, tmp_path):
     assert "contents changed after it was written" in " ".join((run.stdout + run.stderr).split())  # log wraps lines
 
 
-def test_a_missing_index_degrades_to_the_router_loudly(tiers, tmp_path):
+def test_a_missing_index_degrades_loudly(tiers, tmp_path):
     missing = tmp_path / "nowhere" / "competence.skops"
     gateway = start_gateway(gated_config(tiers, tmp_path / "ledger.db", missing), tmp_path, timeout_s=60)
     try:
-        assert httpx.get(gateway.url + "/health").json()["routing_policy"] == "trained"
+        # no index: no gate, and no distance for the outcome router either, so every request goes to the teacher
+        assert httpx.get(gateway.url + "/health").json()["routing_policy"] == "fixed"
         assert "competence gate: no index" in gateway.log_text()
+        assert "the outcome router needs the competence index" in " ".join(gateway.log_text().split())
     finally:
         gateway.stop()

@@ -25,8 +25,11 @@ def test_embedded_defaults_load_with_placeholders_expanded(monkeypatch, tmp_path
     assert cfg.tier("flagship").vllm.lora_modules == {"teacher": f"{tmp_path}/teacher-adapter"}
     assert cfg.tier("teacher").served_by == "flagship"
     assert cfg.router.competence.tier == "flagship"
-    assert cfg.router.artifact == f"{PROJECT_ROOT}/artifacts/router/support_router.skops"
-    assert Path(cfg.router.artifact).exists()
+    assert cfg.router.policy == "cascade" and cfg.router.artifact is None  # no router in front of the cascade
+    assert cfg.router.competence.near_tier == "teacher"
+    for artifact in (cfg.router.cascade.artifact, cfg.router.competence.artifact,
+                     cfg.router.competence.near_check.artifact):
+        assert artifact.startswith(f"{PROJECT_ROOT}/artifacts/") and Path(artifact).exists()
     assert cfg.ledger.url == f"sqlite:///{PROJECT_ROOT}/.tierwise/ledger.db"
     assert cfg.teacher_tier == "flagship"
 

@@ -1,5 +1,7 @@
-"""The shipped default routing (support router + its measured threshold) does what the product
-promises: customer-support messages go to the student, hard general questions to the teacher."""
+"""The shipped default routing (competence gate with its checked band -> cascade) does what the
+product promises before any tier answers: customer-support messages go to the student's cascade,
+general questions to the general flagship (or, in the gate's uncertain band, to the support
+teacher first, which hands them to the flagship when it is unsure)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,18 @@ import pytest
 
 from gateway.config import load_config
 from gateway.routing.build import build_policy
-from gateway.routing.policy import ThresholdPolicy
+from gateway.routing.cascade import CascadePolicy
+from gateway.routing.competence_gate import CompetenceGate
 
 from support.shared_data import shared_data
 
 
 @pytest.fixture(scope="module")
 def policy():
-    """The default chain: the competence gate in front of the support router."""
+    """The default chain: the competence gate (with its checked band) in front of the cascade."""
     built = build_policy(load_config().router)
-    assert isinstance(built.inner, ThresholdPolicy)
+    assert isinstance(built, CompetenceGate) and isinstance(built.inner, CascadePolicy)
+    assert built.near_tier == "teacher" and built.near_check.escalate_to == "flagship"
     return built
 
 
@@ -31,16 +35,17 @@ def sample(path, column: str, n: int) -> list[str]:
 
 def test_support_messages_go_to_the_student(policy):
     messages = sample(shared_data("banking77", "test.csv"), "text", 200)
-    to_student = [policy.route([{"role": "user", "content": m}]).tier == "student" for m in messages]
-    assert sum(to_student) / len(to_student) >= 0.9
+    decisions = [policy.route([{"role": "user", "content": m}]) for m in messages]
+    assert all(d.cascade is not None for d in decisions if d.tier == "student")  # the student answers if sure
+    assert sum(d.tier == "student" for d in decisions) / len(decisions) >= 0.9
 
 
 def test_hard_general_questions_mostly_go_to_the_teacher(policy):
     questions = [q for name in ("college_physics", "abstract_algebra", "professional_law", "college_medicine")
                  for q in sample(shared_data("routellm", "mmlu", f"mmlu_{name}.csv"), "prompt", 25)]
-    # Out of the student's scope they reach the general flagship (the competence gate), else the teacher.
-    to_teacher = [policy.route([{"role": "user", "content": q}]).tier in ("flagship", "teacher") for q in questions]
-    assert sum(to_teacher) / len(to_teacher) >= 0.6
+    # Out of the student's scope they reach the general flagship (the competence gate).
+    to_flagship = [policy.route([{"role": "user", "content": q}]).tier == "flagship" for q in questions]
+    assert sum(to_flagship) / len(to_flagship) >= 0.9
 
 
 # -- conversations (issue #14 item 3): the whole conversation is routed, not its last turn --------
@@ -58,10 +63,12 @@ CODING_SYSTEM = [  # another task's instructions: the student was not taught thi
     {"role": "user", "content": "How do I transfer money between two accounts?"}]
 
 
+# The coding conversations land in the gate's band: the support teacher is asked first and, unsure
+# on the real tiers, hands them to the flagship (test_band_check.py); the student never sees them.
 @pytest.mark.parametrize("conversation, whole, last_alone", [
-    (CARD_FOLLOW_UP, "student", "flagship"),
-    (CODE_FOLLOW_UP, "flagship", "student"),
-    (CODING_SYSTEM, "flagship", "student"),
+    (CARD_FOLLOW_UP, "student", "teacher"),
+    (CODE_FOLLOW_UP, "teacher", "student"),
+    (CODING_SYSTEM, "teacher", "student"),
 ])
 def test_the_conversation_routes_where_its_last_turn_alone_would_not(policy, conversation, whole, last_alone):
     assert policy.route(conversation).tier == whole
@@ -79,12 +86,16 @@ def test_conversations_route_the_same_through_the_gateway(stub, tmp_path):
              for name, role, price in (("flagship", "teacher", TEACHER), ("teacher", "teacher", TEACHER),
                                        ("student", "student", STUDENT))]
     router = load_config().router.model_dump(exclude_none=True)
+    # Stub answers are not what the confidence models were calibrated on: keep every first answer,
+    # so the tier says where the conversation was routed.
+    router["cascade"]["threshold"] = 0.0
+    router["competence"]["near_check"]["threshold"] = 0.0
     gateway = start_gateway({"model_list": tiers, "router": router, "teacher": "flagship",
                              "ledger": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"}, "auth": {"enabled": False}},
                             tmp_path, timeout_s=180)
     try:
-        for conversation, whole, _ in ((CARD_FOLLOW_UP, "student", None), (CODE_FOLLOW_UP, "flagship", None),
-                                       (CODING_SYSTEM, "flagship", None)):
+        for conversation, whole, _ in ((CARD_FOLLOW_UP, "student", None), (CODE_FOLLOW_UP, "teacher", None),
+                                       (CODING_SYSTEM, "teacher", None)):
             reply = httpx.post(gateway.url + "/v1/chat/completions", timeout=60,
                                json={"model": "auto", "messages": conversation, "max_tokens": 4})
             assert reply.status_code == 200 and reply.headers["x-tierwise-tier"] == whole, conversation

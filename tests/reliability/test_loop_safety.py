@@ -124,11 +124,8 @@ def test_a_huge_prompt_to_auto_does_not_hold_the_loop(stub, tmp_path):
     router's share of the event loop (a 1 MB prompt took 0.5-1.6 s to score before the cap).
     A relative check, because on this shared 2-core machine absolute latencies swing widely.
     """
-    from gateway.config import PROJECT_ROOT
+    from router.defaults import DEFAULT_ARTIFACT as artifact
 
-    artifact = PROJECT_ROOT / "artifacts" / "router" / "support_router.skops"
-    if not artifact.exists():
-        pytest.skip("no trained support router artifact")
     config = stub_config(stub.url, f"sqlite:///{tmp_path / 'ledger.db'}", server={"max_body_bytes": 2_000_000})
     config["router"] = {"policy": "trained", "artifact": str(artifact), "strong_tier": "teacher",
                         "weak_tier": "student", "threshold": 0.5}
@@ -162,13 +159,9 @@ def test_bounded_messages_keep_turns_and_both_ends():
 
 def test_routing_a_huge_prompt_costs_no_more_than_a_capped_one():
     """Unit check of item 5: the router's work is bounded by the cap, not by the prompt."""
-    from gateway.config import PROJECT_ROOT
     from gateway.routing.policy import MAX_ROUTING_CHARS, ThresholdPolicy
-
-    artifact = PROJECT_ROOT / "artifacts" / "router" / "support_router.skops"
-    if not artifact.exists():
-        pytest.skip("no trained support router artifact")
     from router import load_router
+    from router.defaults import DEFAULT_ARTIFACT as artifact
 
     policy = ThresholdPolicy(load_router(artifact), "teacher", "student")
     words = "please explain why my card payment of 1234 was declined twice today ".split()

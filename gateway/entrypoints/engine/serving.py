@@ -236,7 +236,7 @@ class SamplingServing:
             raise tier_unavailable(chosen.name, detail + (f": {chosen.detail}" if chosen.detail else ""))
         if parsed.model == AUTO:
             candidates = plan_cascade(record.decision, {"n": getattr(parsed, "n", 1)}, candidates,
-                                      self.tiers.resolve(self.strong_tier))
+                                      self.tiers.resolve(self.strong_tier), self.tiers.resolve)
             record.cascade = getattr(candidates[0], "outcome", None)
         if candidates[0].name != chosen.name:
             self._note_fallback(record, chosen.name, candidates[0].name, "not available")
