@@ -12,14 +12,17 @@ The same messages are also sent straight to the student and to the teacher, inte
 chunks with the gateway's, so the comparison holds on a noisy 2-core machine:
 
 * accepted: the gateway's TTFT vs the student's time to the end of its first line (what the
-  cascade waits for) and vs its TTFT;
+  cascade waits for; the student is asked with logprobs, as the cascade asks it) and vs its TTFT;
 * escalated: the gateway's TTFT minus the teacher's own TTFT for the same message (what an
   escalation adds) vs the student's first-line time (the target: at most that).
 
     python -m benchmarks.cascade_live --student-url http://127.0.0.1:8101/v1 \\
         --teacher-url http://127.0.0.1:8102/v1 --flagship-url http://127.0.0.1:8103/v1
 
-Writes ``benchmarks/results/cascade_live.json``; ``routing_competence evaluate`` includes it.
+Writes ``benchmarks/results/cascade_live.json`` (4 concurrent requests: the tiers' servers
+contend for 2 cores, so the gateway's mix of student, teacher and flagship calls slows each
+other more than the one-server direct phases do) and, with ``--concurrency 1 --out
+benchmarks/results/cascade_live_c1.json``, the same without contention: the cascade's own cost.
 """
 
 from __future__ import annotations
@@ -36,18 +39,22 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from benchmarks.common import RESULTS, log
+from benchmarks.common import REPO, RESULTS, log
 from benchmarks.routing_outcomes import MAX_TOKENS, sample_sets
 from gateway.config import load_config
 from gateway.devtools.processes import start_gateway
 
 OUT = RESULTS / "cascade_live.json"
+RAW = REPO / ".tierwise" / "routing_competence" / "cascade_live_raw.json"
 PRICES = {"student": (0.030, 0.30), "teacher": (0.084, 0.84), "flagship": (0.084, 0.84)}  # gateway/defaults.yaml
 
 
-async def stream_once(session: aiohttp.ClientSession, url: str, model: str, messages: list[dict], user: str) -> dict:
+async def stream_once(session: aiohttp.ClientSession, url: str, model: str, messages: list[dict], user: str,
+                      logprobs: bool = False) -> dict:
     body = {"model": model, "messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0.0, "stream": True,
             "user": user}
+    if logprobs:  # as the cascade asks the student (gateway/routing/cascade.py STUDENT_TOP_LOGPROBS)
+        body |= {"logprobs": True, "top_logprobs": 5}
     started = time.perf_counter()
     ttft = first_line = None
     text = ""
@@ -80,7 +87,8 @@ async def run_chunks(targets: dict[str, tuple[str, str]], rows: list[dict], conc
             url, model = targets[name]
             async with sem:
                 try:
-                    results[name][row["id"]] = await stream_once(session, url, model, row["messages"], row["id"])
+                    results[name][row["id"]] = await stream_once(session, url, model, row["messages"], row["id"],
+                                                                 logprobs=name == "student")
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     results[name][row["id"]] = {"error": repr(exc)}
 
@@ -111,13 +119,13 @@ def ledger_outcomes(ledger: Path) -> dict[str, dict]:
     with sqlite3.connect(ledger) as db:
         db.row_factory = sqlite3.Row
         return {r["user"]: dict(r) for r in db.execute(
-            "select user, tier, route_policy, escalated, cascade_confidence, status from requests")}
+            "select user, tier, route_policy, escalated, cascade_confidence, status from ledger_requests")}
 
 
 def outcome_class(row: dict) -> str:
     policy = row["route_policy"] or ""
     if policy.startswith("competence_near"):
-        return "band_to_teacher"
+        return "band_escalated_to_flagship" if row["escalated"] else "band_kept_by_teacher"
     if policy.startswith("competence"):
         return "out_of_scope_to_flagship"
     if row["escalated"] is None:
@@ -165,6 +173,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--chunk", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1, help="another sample than routing_competence's (seed 0)")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     sets = sample_sets({"b77_test": args.in_scope, "hwu64": args.out_of_scope, "mmlu": args.out_of_scope // 2},
                        seed=args.seed)
@@ -179,6 +188,9 @@ def main() -> None:
             results = asyncio.run(run_chunks(targets, rows, args.concurrency, args.chunk))
         finally:
             gateway.stop()
+        RAW.parent.mkdir(parents=True, exist_ok=True)
+        # the raw answers stay out of the repository, like routing_competence's
+        RAW.with_name(f"{args.out.stem}_raw.json").write_text(json.dumps(results))
         booked = ledger_outcomes(ledger)
     errors = {name: sum("error" in v for v in res.values()) for name, res in results.items()}
     result = {
@@ -193,9 +205,9 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     log(json.dumps(result["by_outcome"], indent=1))
-    log(f"wrote {OUT}")
+    log(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,8 @@ def train_router(tmp: Path, seed: int, teacher_share: float) -> Path:
         for r in banking_train:
             # The router scores what the gateway sees: the support system prompt + message.
             w.writerow([r["prompt"], r["student"], r["teacher"]])
+    # This benchmark's own router (kept for comparison with its earlier runs): it learns from half
+    # of the Banking77 *test* outcomes, which is why the gateway no longer ships it (issue #12).
     out = tmp / "support_router.skops"
     subprocess.run([sys.executable, "-m", "router", "train", "--data", str(combined), "--out", str(out),
                     "--split", "all", "--teacher-share", str(teacher_share), "--cheap-column", "cheap",

@@ -109,7 +109,7 @@ def gateway_config(stub_url: str, pg_port: int, redis_port: int, schema: str, po
         "model_list": [{"model_name": "teacher", "role": "teacher", "price": PRICE, "url": dict(tier)},
                        {"model_name": "student", "role": "student", "price": PRICE, "fallbacks": ["teacher"],
                         "url": dict(tier)}],
-        "router": {"policy": "trained", "artifact": str(REPO / "artifacts" / "router" / "support_router.skops"),
+        "router": {"policy": "trained", "artifact": str(REPO / "artifacts" / "router" / "mmlu_router.skops"),
                    "strong_tier": "teacher", "weak_tier": "student"},
         "ledger": {"url": f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/test"
                           f"?options=-csearch_path%3D{schema}"},

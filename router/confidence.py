@@ -14,7 +14,9 @@ calibrated model maps features of the *decision window* to P(agree):
   the window's length as a share of ``DECISION_TOKENS``, and whether the line was complete;
 * model: standardisation + logistic regression (its output is a Platt-style calibrated
   probability); ``fit`` also keeps 5-fold out-of-fold probabilities of its training rows, so
-  thresholds are chosen on predictions the model did not fit.
+  thresholds are chosen on predictions the model did not fit. Inputs are clipped to the range
+  each feature had in training: a linear model must not extrapolate confidence from a value
+  it never saw.
 
 ``threshold_for(quality=0.98)``: the lowest threshold (the most student answers kept) whose
 cascade quality on those out-of-fold rows is at least ``quality``, where cascade quality is
@@ -176,8 +178,13 @@ class CascadeConfidence(QualityOperatingPoints, ClassifierMixin, BaseEstimator):
         oof = np.zeros(len(y))
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         for train, held in folds.split(X, y):
-            oof[held] = self._pipeline().fit(X[train], y[train]).predict_proba(X[held])[:, 1]
+            fold_range = X[train].min(axis=0), X[train].max(axis=0)
+            oof[held] = self._pipeline().fit(X[train], y[train]).predict_proba(np.clip(X[held], *fold_range))[:, 1]
         self.pipeline_ = self._pipeline().fit(X, y)
+        # The range each feature was seen in: outside it a linear model extrapolates without any
+        # evidence (measured: without the support system prompt the first token's logprob fell to
+        # -1.1, never seen in training, and an unsure teacher scored 1.0), so inputs are clipped to it.
+        self.feature_low_, self.feature_high_ = X.min(axis=0), X.max(axis=0)
         self.classes_ = np.array([0, 1])
         self.validation_proba_ = oof
         self.validation_labels_ = y
@@ -186,7 +193,10 @@ class CascadeConfidence(QualityOperatingPoints, ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        return self.pipeline_.predict_proba(np.asarray(X, dtype=np.float64))
+        X = np.asarray(X, dtype=np.float64)
+        if hasattr(self, "feature_low_"):  # models saved before the clipping was added have no range
+            X = np.clip(X, self.feature_low_, self.feature_high_)
+        return self.pipeline_.predict_proba(X)
 
     def predict(self, X: Any) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

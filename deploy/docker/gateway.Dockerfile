@@ -44,6 +44,8 @@ COPY gateway/ gateway/
 COPY router/ router/
 COPY tierwise_common/ tierwise_common/
 COPY artifacts/router/ artifacts/router/
+# The student's competence index: the routing chain's gate reads it (not the student's weights).
+COPY artifacts/tiers/student/competence.skops artifacts/tiers/student/competence.skops
 COPY deploy/config/gateway.compose.yaml /etc/tierwise/gateway.yaml
 RUN echo /app > /opt/venv/lib/python3.11/site-packages/tierwise.pth \
  && /opt/venv/bin/python -c "import gateway.config as c; assert str(c.PROJECT_ROOT) == '/app', c.PROJECT_ROOT"

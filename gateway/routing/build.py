@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from gateway.config import RouterConfig
-from gateway.routing.cascade import CascadePolicy, load_cascade
+from gateway.routing.cascade_policy import CascadePolicy, load_cascade
 from gateway.routing.competence_gate import load_gate_index, with_competence_gate
 from gateway.routing.outcome import OutcomePolicy, OutcomeScorer
 from gateway.routing.policy import FixedPolicy, RoutingPolicy, ThresholdPolicy

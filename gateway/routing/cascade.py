@@ -32,11 +32,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.errors import GatewayError
-from gateway.routing.policy import RouteDecision, RoutingPolicy
+from gateway.routing.policy import RouteDecision
 from gateway.tiers.base import Endpoint, Tier, UpstreamReply
 from gateway.tiers.stream_usage import estimate_prompt_tokens
 
@@ -364,36 +363,3 @@ def cascade_for(decision: RouteDecision | None, body: dict) -> Cascade | None:
         return decision.cascade if int(body.get("n") or 1) == 1 else None
     except (TypeError, ValueError):
         return None
-
-
-class CascadePolicy:
-    """Wrap a policy: its decisions for ``student_tier`` become cascades (``+cascade``)."""
-
-    def __init__(self, inner: RoutingPolicy, student_tier: str, cascade: Cascade) -> None:
-        self.inner = inner
-        self.student_tier = student_tier
-        self.cascade = cascade
-        self.name = f"{inner.name}+cascade" if inner.name != "fixed" else "cascade"
-
-    def route(self, messages: list[dict]) -> RouteDecision:
-        decision = self.inner.route(messages)
-        if decision.tier != self.student_tier:
-            return decision
-        policy = "cascade" if decision.policy == "fixed" else f"{decision.policy}+cascade"
-        return RouteDecision(decision.tier, decision.score, decision.threshold, policy, cascade=self.cascade)
-
-    def set_shift(self, shift: float) -> None:
-        self.inner.set_shift(shift)
-
-
-def load_cascade(artifact: str | Path, threshold: float | None, decision_tokens: int,
-                 escalate_to: str | None = None) -> Cascade:
-    """The configured cascade; a missing or refused confidence model stops the start-up (unlike a
-    missing router): without it the cascade would accept or escalate blindly."""
-    from router.confidence import load_confidence
-
-    loaded = load_confidence(artifact)
-    cascade = Cascade(loaded.model, loaded.threshold if threshold is None else threshold, decision_tokens, escalate_to)
-    log.info("routing policy: cascade %s (first answers with confidence >= %.3f kept; first line or %d tokens)",
-             artifact, cascade.threshold, decision_tokens)
-    return cascade

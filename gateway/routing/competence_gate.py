@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.config import RouterConfig
-from gateway.routing.cascade import load_cascade
+from gateway.routing.cascade_policy import load_cascade
 from gateway.routing.policy import RouteDecision, RoutingPolicy
 
 log = logging.getLogger("gateway.routing")

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.routing.build import build_policy
-from gateway.routing.cascade import CascadePolicy
+from gateway.routing.cascade_policy import CascadePolicy
 from gateway.routing.competence_gate import CompetenceGate
 
 from support.shared_data import shared_data

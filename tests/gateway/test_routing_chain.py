@@ -138,3 +138,17 @@ def test_a_huge_prompt_costs_the_chain_no_more_than_a_capped_one(outcome_chain):
 
     capped, whole = best_of(huge[:4000]), best_of(huge)
     assert whole < 2 * capped + 0.02, f"1 MB prompt: {whole * 1000:.1f} ms, capped: {capped * 1000:.1f} ms"
+
+
+def test_the_drift_lever_moves_the_cascade_threshold():
+    from gateway.routing.cascade import Cascade
+    from gateway.routing.cascade_policy import CascadePolicy
+
+    cascade = Cascade(model=None, threshold=0.6)
+    policy = CascadePolicy(FixedPolicy("student"), "student", cascade)
+    policy.set_shift(-0.1)  # quality dropped: toward the strong tier
+    assert cascade.threshold == pytest.approx(0.7)
+    policy.set_shift(-0.9)
+    assert cascade.threshold == 1.0
+    policy.set_shift(0.0)
+    assert cascade.threshold == pytest.approx(0.6)

@@ -137,3 +137,38 @@ def test_shipped_artifact_loads_with_its_card():
     card = loaded.metadata
     assert "train" in card["data"].lower() and "optimistic" in card["caveat"]
     assert card["operating_point"]["quality"] >= card["quality_target"]
+
+
+def test_band_check_calibration_keeps_its_share_of_in_scope_teacher_answers(tmp_path):
+    """`calibrate-cascade --tier teacher --label teacher_correct --keep 0.95`: the competence band's check,
+    fitted on the real teacher's answers (with logprobs) to Banking77 train prompts only."""
+    from typer.testing import CliRunner
+
+    from router.cli import app
+
+    teacher_outcomes = OUTCOMES.with_name("teacher_outcomes_validation.jsonl")
+    out = tmp_path / "band_check.skops"
+    result = CliRunner().invoke(app, ["calibrate-cascade", "--outcomes", str(teacher_outcomes), "--out", str(out),
+                                      "--tier", "teacher", "--label", "teacher_correct", "--keep", "0.95"])
+    assert result.exit_code == 0, result.output
+    loaded = load_confidence(out)
+    card = loaded.metadata
+    assert card["tier"] == "teacher" and card["label"] == "teacher_correct" and card["keep_target"] == 0.95
+    assert card["quality_target"] is None and "95%" in card["threshold_chosen_on"]
+    assert card["operating_point"]["student_share"] >= 0.95  # share of in-scope answers kept on the teacher
+    assert card["oof_roc_auc"] > 0.8
+    shipped = load_confidence(SHIPPED.with_name("band_check.skops"))
+    assert shipped.metadata["tier"] == "teacher" and shipped.threshold == pytest.approx(loaded.threshold)
+
+
+def test_features_outside_the_training_range_are_clipped_not_extrapolated():
+    """Without the support system prompt the teacher's first token fell to logprob -1.1, a value never
+    seen in training; the linear model then scored an unsure answer 1.0. Inputs are clipped."""
+    lines = [json.loads(x) for x in OUTCOMES.read_text().splitlines() if x.strip()]
+    X, y = outcome_rows(lines)
+    model = CascadeConfidence().fit(X, y)
+    row = X[0].copy()
+    row[FEATURE_NAMES.index("first_logprob")] = -25.0  # far below anything seen
+    clipped = np.clip(row, model.feature_low_, model.feature_high_)
+    assert model.predict_proba(row[None, :])[0, 1] == pytest.approx(model.predict_proba(clipped[None, :])[0, 1])
+    assert np.all(model.feature_low_ <= X.min(axis=0)) and np.all(model.feature_high_ >= X.max(axis=0))

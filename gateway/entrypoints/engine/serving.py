@@ -55,6 +55,9 @@ log = logging.getLogger("gateway.requests")
 
 AUTO = "auto"
 DONE_EVENT = b"data: [DONE]\n\n"
+# Longer routing text is scored in a worker thread (see ``_route``); below it, a thread hop
+# (~50-100 us) would cost more than the decision it moves.
+OFFLOAD_ROUTING_CHARS = 1_000
 
 class SamplingServing:
     def __init__(self, endpoint: Endpoint, request_model: type[SamplingRequest], *, config: GatewayConfig,
@@ -141,6 +144,8 @@ class SamplingServing:
                 record.texts = [] if record.texts is None else record.texts
             if key is not None:
                 await self.limiter.admit(key)
+            if parsed.model == AUTO:
+                record.decision = await self._route(parsed, record)
             tiers = self._candidates(parsed, record, RequestNeeds.of(body))
             self._check_budget(parsed, tiers[0])
             if key is not None and key.budget is not None:
@@ -202,13 +207,21 @@ class SamplingServing:
             )
 
     # -- routing and failover ----------------------------------------------------------
+    async def _route(self, parsed: SamplingRequest, record: RequestRecord) -> RouteDecision:
+        """The policy's decision for ``auto``. The text is bounded (``bounded_messages``), so a
+        decision costs well under a millisecond for chat-sized prompts and a few ms at the cap;
+        past ``OFFLOAD_ROUTING_CHARS`` it is scored in a worker thread, so the event loop keeps
+        relaying other clients' streams meanwhile."""
+        messages = bounded_messages(parsed.routing_messages())
+        if sum(len(str(m.get("content") or "")) for m in messages) > OFFLOAD_ROUTING_CHARS:
+            return await asyncio.to_thread(self.policy.route, messages, record.workload)
+        return self.policy.route(messages, record.workload)
+
     def _candidates(self, parsed: SamplingRequest, record: RequestRecord, needs: RequestNeeds) -> list[Tier]:
         """The tiers to try, in order: the chosen one (if it can take traffic), then its fallbacks;
         only tiers whose capabilities cover the request's needs (tools, response_format, images)."""
         if parsed.model == AUTO:
-            # Bounded text: every policy's work stays a few ms on the loop, whatever the prompt size.
-            decision = self.policy.route(bounded_messages(parsed.routing_messages()), record.workload)
-            record.decision = decision
+            decision = record.decision
             chosen = self.tiers.resolve(decision.tier)
             if chosen is None:
                 raise tier_unavailable(decision.tier, "the router chose a tier that is not configured")

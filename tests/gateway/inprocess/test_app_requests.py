@@ -113,3 +113,33 @@ async def test_an_unknown_time_series_bucket_is_a_400(gateway):
 
 async def test_an_unknown_path_is_an_openai_style_404(gateway):
     assert_openai_error(await gateway.get("/v1/nothing-here"), 404, type="not_found_error")
+
+
+async def test_a_long_prompt_is_routed_off_the_event_loop(stub, tmp_path):
+    """Issue #12: a decision on chat-sized text stays on the loop (cheaper than a thread hop); past
+    OFFLOAD_ROUTING_CHARS it runs in a worker thread, so other clients' streams keep flowing."""
+    import threading
+
+    from gateway.entrypoints.engine.serving import OFFLOAD_ROUTING_CHARS
+
+    config = stub_config(stub.url, f"sqlite:///{tmp_path / 'ledger.db'}", state_dir=str(tmp_path))
+    async with running_app(config) as (app, client):
+        routing = app.state.tierwise.policy
+        inner, threads = routing.default, []
+
+        class Recording:
+            name = inner.name
+
+            def route(self, messages):
+                threads.append(threading.get_ident())
+                return inner.route(messages)
+
+            def set_shift(self, shift):
+                inner.set_shift(shift)
+
+        routing.default = Recording()
+        for text in ("short", "x " * OFFLOAD_ROUTING_CHARS):
+            response = await client.post("/v1/chat/completions", json={
+                "model": "auto", "max_tokens": 2, "messages": [{"role": "user", "content": text}]})
+            assert response.status_code == 200, response.text
+    assert threads[0] == threading.get_ident() != threads[1]  # the loop's thread, then a worker's
