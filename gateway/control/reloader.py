@@ -146,9 +146,11 @@ class RuntimeReloader:
         if override.threshold is not None:
             update["threshold"] = override.threshold
         if override.competence_artifact is not None:
+            # The new student's index with the configured gate's other settings (its out-of-scope
+            # tier, its band and the band's check); its own threshold, not an override made for another.
             gate = self.router_config.competence
-            update["competence"] = CompetenceGateConfig(artifact=override.competence_artifact,
-                                                        tier=gate.tier if gate else None)
+            update["competence"] = (gate.model_copy(update={"artifact": override.competence_artifact, "threshold": None})
+                                    if gate else CompetenceGateConfig(artifact=override.competence_artifact))
         return self.router_config.model_copy(update=update)
 
     def _build_routes(self, snapshot: ControlSnapshot) -> dict[str, WorkloadPolicy]:
