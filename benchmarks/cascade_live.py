@@ -40,42 +40,13 @@ import aiohttp
 import numpy as np
 
 from benchmarks.common import REPO, RESULTS, log
-from benchmarks.routing_outcomes import MAX_TOKENS, sample_sets
+from benchmarks.routing_outcomes import MAX_TOKENS, ask, sample_sets
 from gateway.config import load_config
 from gateway.devtools.processes import start_gateway
 
 OUT = RESULTS / "cascade_live.json"
 RAW = REPO / ".tierwise" / "routing_competence" / "cascade_live_raw.json"
 PRICES = {"student": (0.030, 0.30), "teacher": (0.084, 0.84), "flagship": (0.084, 0.84)}  # gateway/defaults.yaml
-
-
-async def stream_once(session: aiohttp.ClientSession, url: str, model: str, messages: list[dict], user: str,
-                      logprobs: bool = False) -> dict:
-    body = {"model": model, "messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0.0, "stream": True,
-            "user": user}
-    if logprobs:  # as the cascade asks the student (gateway/routing/cascade.py STUDENT_TOP_LOGPROBS)
-        body |= {"logprobs": True, "top_logprobs": 5}
-    started = time.perf_counter()
-    ttft = first_line = None
-    text = ""
-    async with session.post(f"{url}/chat/completions", json=body) as resp:
-        request_id = resp.headers.get("x-request-id")
-        if resp.status != 200:
-            return {"error": f"{resp.status}: {(await resp.text())[:200]}"}
-        async for raw in resp.content:
-            line = raw.decode().strip()
-            if not line.startswith("data:") or line == "data: [DONE]":
-                continue
-            for choice in json.loads(line[5:]).get("choices", []):
-                delta = (choice.get("delta") or {}).get("content") or ""
-                if delta and ttft is None:
-                    ttft = time.perf_counter() - started
-                text += delta
-                if first_line is None and "\n" in text.lstrip("\n"):
-                    first_line = time.perf_counter() - started
-    total = time.perf_counter() - started
-    return {"ttft_s": ttft, "first_line_s": first_line or total, "total_s": total, "text": text,
-            "request_id": request_id}
 
 
 async def run_chunks(targets: dict[str, tuple[str, str]], rows: list[dict], concurrency: int, chunk: int) -> dict:
@@ -87,8 +58,11 @@ async def run_chunks(targets: dict[str, tuple[str, str]], rows: list[dict], conc
             url, model = targets[name]
             async with sem:
                 try:
-                    results[name][row["id"]] = await stream_once(session, url, model, row["messages"], row["id"],
-                                                                 logprobs=name == "student")
+                    # the student asked with logprobs, as the cascade asks it
+                    answer = await ask(session, url, model, row["messages"], logprobs=name == "student",
+                                       user=row["id"])
+                    answer.pop("logprobs", None)
+                    results[name][row["id"]] = answer
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     results[name][row["id"]] = {"error": repr(exc)}
 

@@ -78,16 +78,18 @@ def sample_sets(sizes: dict[str, int], seed: int = 0) -> dict[str, list[dict]]:
 
 
 async def ask(session: aiohttp.ClientSession, base_url: str, model: str, messages: list[dict],
-              logprobs: bool) -> dict:
-    """One streamed chat completion: text, usage, first-line token logprobs, TTFT, time to line end."""
+              logprobs: bool, user: str | None = None) -> dict:
+    """One streamed chat completion: text, usage, first-line token logprobs, TTFT, time to line end
+    (and, through a gateway, the ledger row's ``request_id``)."""
     body: dict = {"model": model, "messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0.0,
-                  "stream": True, "stream_options": {"include_usage": True}}
+                  "stream": True, "stream_options": {"include_usage": True}, **({"user": user} if user else {})}
     if logprobs:
         body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
     started = time.perf_counter()
     ttft = first_line_s = None
     text, tokens, usage = "", [], {}
     async with session.post(f"{base_url}/chat/completions", json=body) as resp:
+        request_id = resp.headers.get("x-request-id")
         if resp.status != 200:
             return {"error": f"{resp.status}: {(await resp.text())[:200]}"}
         async for raw in resp.content:
@@ -111,7 +113,7 @@ async def ask(session: aiohttp.ClientSession, base_url: str, model: str, message
     total = time.perf_counter() - started
     return {"text": text, "prompt_tokens": usage.get("prompt_tokens", 0),
             "completion_tokens": usage.get("completion_tokens", 0), "ttft_s": ttft,
-            "first_line_s": first_line_s or total, "total_s": total,
+            "first_line_s": first_line_s or total, "total_s": total, "request_id": request_id,
             **({"logprobs": tokens} if logprobs else {})}
 
 

@@ -45,10 +45,6 @@ def calibrate(outcomes: Path, out: Path, quality: float | None = 0.98, *, tier: 
     X, y = outcome_rows(lines, tier, label)
     model = CascadeConfidence().fit(X, y)
     threshold = model.threshold_for(student_share=keep) if keep is not None else model.threshold_for(quality=quality)
-    curve = [model.operating_point(model.threshold_for(quality=q)) | {"target": f"quality {q}"}
-             for q in (0.95, 0.97, 0.98, 0.99, 1.0)]
-    curve += [model.operating_point(model.threshold_for(student_share=s)) | {"target": f"student_share {s}"}
-              for s in (0.8, 0.9, 0.95)]
     coef = model.pipeline_.named_steps["logit"].coef_[0]
     what = ("the student's intent line equals the teacher's" if (tier, label) == ("student", "agree")
             else f"{label} (the {tier}'s answer)")
@@ -73,7 +69,7 @@ def calibrate(outcomes: Path, out: Path, quality: float | None = 0.98, *, tier: 
         "threshold_chosen_on": "5-fold out-of-fold probabilities of the outcome rows (never a test split)"
                                + (f": the lowest keeping {keep:.0%} of them" if keep is not None else ""),
         "operating_point": model.operating_point(threshold),
-        "curve": curve,
+        "curve": model.curve(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__},
     }

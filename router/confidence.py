@@ -28,7 +28,6 @@ the router (``router/artifact.py``). Torch-free; ``router`` never imports ``gate
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from router.signed import UntrustedArtifactError, dump_signed, load_signed
+from router.signed import dump_thresholded, load_thresholded
 
 FORMAT = "tierwise-cascade-confidence"
 FORMAT_VERSION = 1
@@ -118,6 +117,13 @@ class QualityOperatingPoints:
         return {"threshold": float(threshold), "student_share": float(accepted.mean()),
                 "quality": 1.0 - wrong_kept / len(y),
                 "accepted_agreement": float(y[accepted].mean()) if accepted.any() else 1.0}
+
+    def curve(self, qualities: tuple[float, ...] = (0.95, 0.97, 0.98, 0.99, 1.0),
+              shares: tuple[float, ...] = (0.8, 0.9, 0.95)) -> list[dict]:
+        """Operating points at several quality and student-share targets, for an artifact's card."""
+        return ([self.operating_point(self.threshold_for(quality=q)) | {"target": f"quality {q}"} for q in qualities]
+                + [self.operating_point(self.threshold_for(student_share=v)) | {"target": f"student_share {v}"}
+                   for v in shares])
 
     def threshold_for(self, quality: float | None = None, *, student_share: float | None = None) -> float:
         """The lowest threshold meeting ``quality`` (cascade agreement) or keeping ``student_share`` on the student.
@@ -216,17 +222,13 @@ class ConfidenceArtifact(NamedTuple):
 def save_confidence(model: CascadeConfidence, path: Path | str, threshold: float, metadata: dict | None = None) -> Path:
     """Write the fitted model, its serving threshold and a free-form card (JSON), signed (``router/signed.py``)."""
     model._check_fitted()
-    return dump_signed({"format": FORMAT, "format_version": FORMAT_VERSION, "model": model,
-                        "threshold": float(threshold),
-                        "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}, path)
+    return dump_thresholded(path, FORMAT, FORMAT_VERSION, model, threshold, metadata)
 
 
 def load_confidence(path: Path | str) -> ConfidenceArtifact:
     """Load a confidence model, or raise ``UntrustedArtifactError`` / ``FileNotFoundError``."""
-    payload = load_signed(path, TRUSTED_TYPES, "cascade confidence model", FORMAT, FORMAT_VERSION)
-    if not isinstance(payload.get("model"), CascadeConfidence):
-        raise UntrustedArtifactError(f"{path} does not hold a CascadeConfidence")
-    return ConfidenceArtifact(payload["model"], float(payload["threshold"]), json.loads(payload["metadata_json"]))
+    return ConfidenceArtifact(*load_thresholded(path, TRUSTED_TYPES, "cascade confidence model", FORMAT,
+                                                FORMAT_VERSION, CascadeConfidence))
 
 
 def outcome_rows(lines: Sequence[Mapping[str, Any]], tier: str = "student",

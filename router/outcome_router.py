@@ -23,7 +23,6 @@ the competence index whose distances it learned from, so the gateway can refuse 
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,7 @@ from sklearn.preprocessing import StandardScaler
 
 from router.confidence import QualityOperatingPoints
 from router.features import CompactTfidfVectorizer
-from router.signed import UntrustedArtifactError, dump_signed, load_signed
+from router.signed import dump_thresholded, load_thresholded
 
 FORMAT = "tierwise-outcome-router"
 FORMAT_VERSION = 1
@@ -163,14 +162,10 @@ class OutcomeRouterArtifact(NamedTuple):
 def save_outcome_router(model: OutcomeRouter, threshold: float, path: Path | str, metadata: dict | None = None) -> Path:
     """Write ``model`` and its served threshold as a signed skops archive (``router/signed.py``)."""
     model._check_fitted()
-    return dump_signed({"format": FORMAT, "format_version": FORMAT_VERSION, "model": model,
-                        "threshold": float(threshold),
-                        "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}, path)
+    return dump_thresholded(path, FORMAT, FORMAT_VERSION, model, threshold, metadata)
 
 
 def load_outcome_router(path: Path | str) -> OutcomeRouterArtifact:
     """Load an outcome-router artifact, or raise ``UntrustedArtifactError`` / ``FileNotFoundError``."""
-    payload = load_signed(path, TRUSTED_TYPES, "outcome router", FORMAT, FORMAT_VERSION)
-    if not isinstance(payload.get("model"), OutcomeRouter):
-        raise UntrustedArtifactError(f"{path} does not hold an OutcomeRouter")
-    return OutcomeRouterArtifact(payload["model"], float(payload["threshold"]), json.loads(payload["metadata_json"]))
+    return OutcomeRouterArtifact(*load_thresholded(path, TRUSTED_TYPES, "outcome router", FORMAT, FORMAT_VERSION,
+                                                   OutcomeRouter))

@@ -42,10 +42,6 @@ def train_outcomes(outcomes: Path, competence: Path, out: Path, quality: float =
     rows, y = outcome_router_rows(lines, index, leave_one_out)
     model = OutcomeRouter().fit(rows, y)
     threshold = model.threshold_for(quality=quality)
-    curve = [model.operating_point(model.threshold_for(quality=q)) | {"target": f"quality {q}"}
-             for q in (0.95, 0.97, 0.98, 0.99)]
-    curve += [model.operating_point(model.threshold_for(student_share=s)) | {"target": f"student_share {s}"}
-              for s in (0.8, 0.9, 0.95)]
     card = {
         "data": f"{outcomes.name}: {len(lines)} prompts of the workload's training data with the real student's and "
                 "teacher's answers; label = the student's first line equals the teacher's",
@@ -63,7 +59,7 @@ def train_outcomes(outcomes: Path, competence: Path, out: Path, quality: float =
         "threshold": threshold,
         "threshold_chosen_on": "5-fold out-of-fold probabilities of the outcome rows (never a test split)",
         "operating_point": model.operating_point(threshold),
-        "curve": curve,
+        "curve": model.curve(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__},
     }

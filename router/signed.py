@@ -9,6 +9,7 @@ name; the checks themselves are the same and live here once.
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,19 @@ def load_signed(path: Path | str, trusted_types: frozenset[str], what: str, fmt:
         raise UntrustedArtifactError(
             f"{path} has {fmt} format version {payload.get('format_version')}, this code reads {fmt_version}")
     return payload
+
+
+def dump_thresholded(path: Path | str, fmt: str, fmt_version: int, model: Any, threshold: float,
+                     metadata: dict | None) -> Path:
+    """A fitted model, the threshold it is served at and a free-form card (JSON), signed."""
+    return dump_signed({"format": fmt, "format_version": fmt_version, "model": model, "threshold": float(threshold),
+                        "metadata_json": json.dumps(metadata or {}, sort_keys=True, default=str)}, path)
+
+
+def load_thresholded(path: Path | str, trusted_types: frozenset[str], what: str, fmt: str, fmt_version: int,
+                     model_type: type) -> tuple[Any, float, dict]:
+    """``(model, threshold, metadata)`` of a ``dump_thresholded`` archive holding a ``model_type``."""
+    payload = load_signed(path, trusted_types, what, fmt, fmt_version)
+    if not isinstance(payload.get("model"), model_type):
+        raise UntrustedArtifactError(f"{path} does not hold a {model_type.__name__}")
+    return payload["model"], float(payload["threshold"]), json.loads(payload["metadata_json"])

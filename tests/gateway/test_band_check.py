@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 
 import httpx
-import numpy as np
 import pytest
 
-from router.confidence import CascadeConfidence, logprob_features, save_confidence
 from support.configs import STUDENT, TEACHER
+from support.confidence import fitted_confidence
 from support.ledger import ledger_rows
 from support.processes import REPO, start_gateway, start_stub
 
@@ -41,15 +40,7 @@ def stubs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def check_path(tmp_path_factory):
     """A real confidence model: near-certain first lines are kept, unsure ones are not."""
-    rng = np.random.default_rng(1)
-    rows, labels = [], []
-    for _ in range(300):
-        good = rng.random() < 0.7
-        lp = -rng.exponential(0.1) if good else -rng.uniform(1.0, 6.0)
-        rows.append(logprob_features([{"token": "w", "logprob": lp}] * DECISION_TOKENS, DECISION_TOKENS))
-        labels.append(int(good))
-    model = CascadeConfidence().fit(np.array(rows), np.array(labels))
-    return save_confidence(model, tmp_path_factory.mktemp("band") / "band_check.skops", 0.5, {"data": "test"})
+    return fitted_confidence(tmp_path_factory.mktemp("band") / "band_check.skops", DECISION_TOKENS, seed=1)
 
 
 def band_config(stubs, db, check_path) -> dict:

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-import numpy as np
 import pytest
 
 from gateway.config import TierConfig
 from gateway.routing.cascade import Cascade, plan_cascade
 from gateway.routing.policy import RouteDecision
 from gateway.tiers.openai_http import OpenAIHTTPTier
-from router.confidence import CascadeConfidence, logprob_features, save_confidence
 from support.configs import STUDENT, TEACHER, stub_config
+from support.confidence import fitted_confidence
 from support.ledger import ledger_rows
 from support.processes import REPO, ServerProcess, free_port, start_gateway, start_stub
 
@@ -52,15 +51,7 @@ def stubs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def confidence_path(tmp_path_factory) -> Path:
     """A real confidence model: answers whose tokens are near-certain agree, unsure ones do not."""
-    rng = np.random.default_rng(0)
-    rows, labels = [], []
-    for _ in range(300):
-        agree = rng.random() < 0.7
-        lp = -rng.exponential(0.1) if agree else -rng.uniform(1.0, 6.0)
-        rows.append(logprob_features([{"token": "w", "logprob": lp}] * DECISION_TOKENS, DECISION_TOKENS))
-        labels.append(int(agree))
-    model = CascadeConfidence().fit(np.array(rows), np.array(labels))
-    return save_confidence(model, tmp_path_factory.mktemp("cascade") / "confidence.skops", 0.5, {"data": "test"})
+    return fitted_confidence(tmp_path_factory.mktemp("cascade") / "confidence.skops", DECISION_TOKENS)
 
 
 def sse_texts(body: str) -> tuple[str, list[dict]]:

@@ -157,21 +157,44 @@ def test_bounded_messages_keep_turns_and_both_ends():
     assert bounded[0]["content"] == "" and long[-1]["content"].endswith("END")  # the input is not changed
 
 
-def test_routing_a_huge_prompt_costs_no_more_than_a_capped_one():
-    """Unit check of item 5: the router's work is bounded by the cap, not by the prompt."""
-    from gateway.routing.policy import MAX_ROUTING_CHARS, ThresholdPolicy
+def _trained_router():
+    from gateway.routing.policy import ThresholdPolicy
     from router import load_router
-    from router.defaults import DEFAULT_ARTIFACT as artifact
+    from router.defaults import DEFAULT_ARTIFACT
 
-    policy = ThresholdPolicy(load_router(artifact), "teacher", "student")
+    return ThresholdPolicy(load_router(DEFAULT_ARTIFACT), "teacher", "student")
+
+
+def _default_chain():
+    from gateway.config import load_config
+    from gateway.routing.build import build_policy
+
+    return build_policy(load_config().router)
+
+
+def _outcome_chain():
+    from gateway.config import CompetenceGateConfig, RouterConfig
+    from gateway.routing.build import build_policy
+    from router.defaults import PROJECT_ROOT
+
+    index = PROJECT_ROOT / "artifacts" / "tiers" / "student" / "competence.skops"
+    return build_policy(RouterConfig(policy="outcome", competence=CompetenceGateConfig(artifact=str(index))))
+
+
+@pytest.mark.parametrize("make_policy", [_trained_router, _default_chain, _outcome_chain])
+def test_routing_a_huge_prompt_costs_no_more_than_a_capped_one(make_policy):
+    """Unit check of item 5: the router's work is bounded by the cap, not by the prompt."""
+    from gateway.routing.policy import MAX_ROUTING_CHARS, bounded_messages
+
+    policy = make_policy()
     words = "please explain why my card payment of 1234 was declined twice today ".split()
     huge = " ".join(words[i % len(words)] for i in range(160_000))  # ~1 MB
 
     def best_of(text: str) -> float:
         times = []
-        for _ in range(5):
+        for i in range(5):  # a new text each time: the competence index keeps its last answer
             started = time.perf_counter()
-            policy.route([{"role": "user", "content": text}])
+            policy.route(bounded_messages([{"role": "user", "content": f"{i} {text}"}]))
             times.append(time.perf_counter() - started)
         return min(times)
 
