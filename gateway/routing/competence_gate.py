@@ -6,11 +6,11 @@ ever seen (measured: ROC-AUC 0.50 between in- and out-of-scope). The student's c
 index (``router.competence``, written by ``distill`` with the student) can: it measures
 how far the request lies from the student's training prompts. The gate asks it first:
 
-    competence gate -> router (trained / fixed) -> (cascade, later)
+    competence gate -> router (outcome / trained / fixed) -> cascade
 
 Beyond the threshold the request goes to the out-of-scope tier and the ledger's
 ``route_policy`` says ``competence``; within it the wrapped policy decides and names itself
-(``trained``, ``fixed``). The gate wraps any ``RoutingPolicy``, so later stages compose
+(``outcome``, ``trained``, ``cascade``, ...). The gate wraps any ``RoutingPolicy``, so later stages compose
 behind it without knowing it exists. Scoring is bounded: the index caps the text it reads.
 """
 
@@ -45,8 +45,10 @@ class CompetenceGate:
     in-scope validation prompts) are *unsure*, and go to ``near_tier``, typically the
     workload's own teacher. That is where rare phrasings of in-scope requests land; sending
     them to a general flagship that was never taught the workload's answers loses them, while
-    the workload's teacher gets them right and costs the same. ``route_policy`` says
-    ``competence_near`` for those.
+    the workload's teacher gets them right and costs the same. General requests land there too;
+    with a ``near_check`` the near tier answers first with logprobs and keeps the request only
+    when its first line is confident, else the out-of-scope tier answers (a cascade one level
+    up). ``route_policy`` says ``competence_near`` (``competence_near+cascade`` when checked).
     """
 
     stage = "competence"
