@@ -40,13 +40,13 @@ import aiohttp
 import numpy as np
 
 from benchmarks.common import REPO, RESULTS, log
+from benchmarks.routing_competence import PRICES
 from benchmarks.routing_outcomes import MAX_TOKENS, ask, sample_sets
 from gateway.config import load_config
 from gateway.devtools.processes import start_gateway
 
 OUT = RESULTS / "cascade_live.json"
 RAW = REPO / ".tierwise" / "routing_competence" / "cascade_live_raw.json"
-PRICES = {"student": (0.030, 0.30), "teacher": (0.084, 0.84), "flagship": (0.084, 0.84)}  # gateway/defaults.yaml
 
 
 async def run_chunks(targets: dict[str, tuple[str, str]], rows: list[dict], concurrency: int, chunk: int) -> dict:

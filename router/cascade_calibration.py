@@ -24,6 +24,15 @@ CAVEAT = ("The outcomes come from Banking77 train prompts, and the shipped stude
           "Re-run on held-out traffic (shadow pairs) before trusting the quality target.")
 
 
+OUT_OF_FOLD = "5-fold out-of-fold probabilities of the outcome rows (never a test split)"
+
+
+def provenance() -> dict:
+    """When and with what an artifact's card was written."""
+    return {"created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__}}
+
+
 def read_outcomes(path: Path) -> list[dict]:
     lines = [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
     if not lines:
@@ -66,12 +75,10 @@ def calibrate(outcomes: Path, out: Path, quality: float | None = 0.98, *, tier: 
         "keep_target": keep,
         "quality_definition": "share of final answers that agree with the teacher's (escalated answers are the teacher's)",
         "threshold": threshold,
-        "threshold_chosen_on": "5-fold out-of-fold probabilities of the outcome rows (never a test split)"
-                               + (f": the lowest keeping {keep:.0%} of them" if keep is not None else ""),
+        "threshold_chosen_on": OUT_OF_FOLD + (f": the lowest keeping {keep:.0%} of them" if keep is not None else ""),
         "operating_point": model.operating_point(threshold),
         "curve": model.curve(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__},
+        **provenance(),
     }
     save_confidence(model, out, threshold, card)
     return card

@@ -24,7 +24,6 @@ the competence index whose distances it learned from, so the gateway can refuse 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +36,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from router.confidence import QualityOperatingPoints
+from router.fastpath import _TfidfBlock
 from router.features import CompactTfidfVectorizer
 from router.signed import dump_thresholded, load_thresholded
 
@@ -129,12 +129,9 @@ class _FastLinear:
     """The fitted logistic regression over TF-IDF + scaled numeric columns, for one row."""
 
     def __init__(self, model: OutcomeRouter) -> None:
-        vec = model.vectorizer_
-        self.analyzer = vec.build_analyzer()
-        self.vocabulary: dict[str, int] = vec.vocabulary_
-        self.idf = np.asarray(vec.idf_, dtype=np.float64)
+        self.text = _TfidfBlock(model.vectorizer_, offset=0, column=0)  # the router fast path's look-up table
         coef = np.asarray(model.logit_.coef_[0], dtype=np.float64)
-        n_text = len(self.vocabulary)
+        n_text = len(self.text.vocabulary)
         self.text_coef = coef[:n_text]
         scale = np.asarray(model.scaler_.scale_, dtype=np.float64)
         mean = np.asarray(model.scaler_.mean_, dtype=np.float64)
@@ -143,13 +140,10 @@ class _FastLinear:
         self.intercept = float(model.logit_.intercept_[0]) - float(mean @ self.numeric_coef)
 
     def proba(self, text: str, numeric: list[float]) -> float:
-        vocab = self.vocabulary
-        pairs = [(vocab[t], c) for t, c in Counter(self.analyzer(text)).items() if t in vocab]
+        idx, values = self.text.transform(text)
         z = self.intercept + float(np.dot(self.numeric_coef, numeric))
-        if pairs:
-            idx = [i for i, _ in pairs]
-            values = (np.log(np.fromiter((c for _, c in pairs), dtype=np.float64, count=len(pairs))) + 1.0) * self.idf[idx]
-            z += float(values @ self.text_coef[idx]) / math.sqrt(float(values @ values))
+        if idx:
+            z += float(np.dot(values, self.text_coef[idx]))
         return float(1.0 / (1.0 + math.exp(-z)))
 
 

@@ -13,15 +13,12 @@ copy in the index is skipped.
 
 from __future__ import annotations
 
-import platform
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import sklearn
 from sklearn.metrics import roc_auc_score
 
-from router.cascade_calibration import CAVEAT, read_outcomes
+from router.cascade_calibration import CAVEAT, OUT_OF_FOLD, provenance, read_outcomes
 from router.competence import load_competence
 from router.outcome_router import OutcomeRouter, save_outcome_router
 from router.signed import content_digest
@@ -57,11 +54,10 @@ def train_outcomes(outcomes: Path, competence: Path, out: Path, quality: float =
         "quality_definition": "share of final answers that agree with the teacher's (routed-away requests get the "
                               "teacher's)",
         "threshold": threshold,
-        "threshold_chosen_on": "5-fold out-of-fold probabilities of the outcome rows (never a test split)",
+        "threshold_chosen_on": OUT_OF_FOLD,
         "operating_point": model.operating_point(threshold),
         "curve": model.curve(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__},
+        **provenance(),
     }
     save_outcome_router(model, threshold, out, card)
     return card

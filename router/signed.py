@@ -36,6 +36,12 @@ def content_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def stored_digest(path: Path | str) -> str | None:
+    """The digest written into the archive (``load_signed`` checks it against the contents)."""
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(DIGEST_MEMBER).decode().strip() if DIGEST_MEMBER in zf.namelist() else None
+
+
 def dump_signed(payload: dict[str, Any], path: Path | str) -> Path:
     """Write ``payload`` as a compressed skops archive, then add its content digest."""
     path = Path(path)
@@ -58,8 +64,7 @@ def load_signed(path: Path | str, trusted_types: frozenset[str], what: str, fmt:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        with zipfile.ZipFile(path) as zf:
-            stored = zf.read(DIGEST_MEMBER).decode().strip() if DIGEST_MEMBER in zf.namelist() else None
+        stored = stored_digest(path)
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # not a zip, no schema, unreadable: not ours
         raise UntrustedArtifactError(f"{path} is not a skops {what} ({exc})") from exc

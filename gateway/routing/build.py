@@ -67,11 +67,12 @@ def _outcome_policy(config: RouterConfig, index, fixed: FixedPolicy) -> RoutingP
                     "tier %s", fixed.tier)
         return fixed
     from router.outcome_router import load_outcome_router
-    from router.signed import content_digest
+    from router.signed import stored_digest
 
     loaded = load_outcome_router(config.artifact)
     trained_on = loaded.metadata.get("competence_sha256")
-    if trained_on and config.competence and trained_on != content_digest(Path(config.competence.artifact)):
+    # The index was loaded (and its digest checked) by the gate: its stored digest is its content's.
+    if trained_on and config.competence and trained_on != stored_digest(config.competence.artifact):
         log.warning("routing policy: %s learned from another competence index than %s; its distances may not "
                     "mean what it learned", config.artifact, config.competence.artifact)
     scorer = OutcomeScorer(loaded.model, index, loaded.threshold)

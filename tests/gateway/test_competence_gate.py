@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from support.artifacts import edited_copy
 from support.configs import stub_config
 from support.ledger import ledger_rows
 from support.processes import REPO, ServerProcess, free_port, start_gateway, start_stub
@@ -74,11 +74,7 @@ def test_out_of_scope_goes_to_the_teacher_and_the_ledger_says_which_stage_decide
 
 
 def test_an_edited_index_stops_the_start_up(tiers, tmp_path):
-    edited = tmp_path / "competence.skops"
-    with zipfile.ZipFile(SHIPPED_INDEX) as src, zipfile.ZipFile(edited, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            dst.writestr(item, data + b" " if item.filename == "schema.json" else data)
+    edited = edited_copy(SHIPPED_INDEX, tmp_path / "competence.skops", lambda schema: schema + b" ")
     config = gated_config(tiers, tmp_path / "ledger.db", edited)
     config.update(server={"port": free_port()}, state_dir=str(tmp_path / "state"))
     path = tmp_path / "gateway.yaml"

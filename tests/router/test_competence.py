@@ -7,7 +7,6 @@ import csv
 import pickle
 import random
 import time
-import zipfile
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from router import UntrustedArtifactError
 from router.competence import CompetenceIndex, competence_text, load_competence, save_competence
+from support.artifacts import edited_copy
 from support.shared_data import shared_data
 
 SYSTEM = "You are a bank's customer-support assistant."
@@ -117,13 +117,7 @@ def test_save_load_round_trip_and_refusals(index, tmp_path):
     probe = texts("hwu64", "test.csv", n=50, seed=1)
     np.testing.assert_array_equal(loaded.index.distance(probe), index.distance(probe))
 
-    edited = tmp_path / "edited.skops"
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename == "schema.json":
-                data = data.replace(b'"k"', b'"k" ', 1)
-            dst.writestr(item, data)
+    edited = edited_copy(path, tmp_path / "edited.skops", lambda schema: schema.replace(b'"k"', b'"k" ', 1))
     with pytest.raises(UntrustedArtifactError, match="changed after it was written"):
         load_competence(edited)
 

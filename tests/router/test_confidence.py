@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 from router import UntrustedArtifactError
 from router.confidence import (DECISION_TOKENS, FEATURE_NAMES, CascadeConfidence, decision_window,
                                load_confidence, logprob_features, outcome_rows, save_confidence)
+from support.artifacts import edited_copy
 
 REPO = Path(__file__).resolve().parents[2]
 OUTCOMES = REPO / "benchmarks" / "results" / "cascade_outcomes_validation.jsonl"
@@ -103,11 +103,7 @@ def test_save_load_round_trip_and_refusals(tmp_path):
     assert loaded.threshold == 0.7 and loaded.metadata == {"data": "synthetic"}
     assert np.allclose(loaded.model.predict_proba(X), model.predict_proba(X))
     # an edited file
-    edited = tmp_path / "edited.skops"
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            dst.writestr(item, data.replace(b"0.7", b"0.1") if item.filename == "schema.json" else data)
+    edited = edited_copy(path, tmp_path / "edited.skops", lambda schema: schema.replace(b"0.7", b"0.1"))
     with pytest.raises(UntrustedArtifactError):
         load_confidence(edited)
     pickled = tmp_path / "p.skops"

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from router.confidence import CascadeConfidence, outcome_rows
 from router.outcome_router import OutcomeRouter
+from support.artifacts import edited_copy
 
 OUTCOMES = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "cascade_outcomes_validation.jsonl"
 
@@ -51,8 +52,6 @@ def test_one_request_scoring_is_predict_proba(data):
 
 
 def test_artifact_round_trip_and_edits_are_refused(data, tmp_path):
-    import zipfile
-
     from router.outcome_router import load_outcome_router, save_outcome_router
     from router.signed import UntrustedArtifactError
 
@@ -62,11 +61,7 @@ def test_artifact_round_trip_and_edits_are_refused(data, tmp_path):
     loaded = load_outcome_router(path)
     assert loaded.threshold == 0.93 and loaded.metadata == {"data": "test"}
     assert loaded.model.agreement_one(rows[0]["text"], 0.2) == router.agreement_one(rows[0]["text"], 0.2)
-    edited = tmp_path / "edited.skops"
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
-        for item in src.infolist():
-            body = src.read(item.filename)
-            dst.writestr(item, body.replace(b"0.93", b"0.10") if item.filename == "schema.json" else body)
+    edited = edited_copy(path, tmp_path / "edited.skops", lambda schema: schema.replace(b"0.93", b"0.10"))
     with pytest.raises(UntrustedArtifactError):
         load_outcome_router(edited)
 
