@@ -1,175 +1,347 @@
-"""What the gateway adds on the request path: the same upstream called directly and through the
-gateway, side by side in one run.
+"""What the gateway costs per request, and how it holds many open requests (issue #17).
 
-Upstreams: a fast stub OpenAI server (isolates the gateway's own overhead) and, with
-``--vllm``, a real vLLM CPU tier. Concurrency 1 (paired, alternating requests: added latency
-p50/p99) and 16/64 (throughput ratio gateway/direct), streaming and not. The gateway runs
-with its production settings: routing (``auto``), the SQLite ledger, metrics.
+Everything in one run, on the same cores, against the same stub upstream, so ratios hold
+however loaded the machine is. The gateway runs as in production: API-key auth, the trained
+router (``model: auto``), the SQLite ledger with commit-before-response, metrics. Prompts are
+Banking77 *test* messages sent in turn (nothing on the path can answer from a memo of the
+previous request). ``--baseline REF`` runs the gateway of an earlier commit (a git worktree,
+same venv) beside the current one in every section.
 
-    python -m benchmarks.gateway_overhead [--vllm] [--requests 2000] [--baseline GIT_REF]
+* ``cpu``: gateway CPU per request (user + system time of its process tree, from /proc)
+  and requests/s vs calling the stub directly, at concurrency 1 (paired requests: added
+  p50/p99), 32 and 64, non-streamed; and the stub's own CPU per request for scale.
+* ``stream_chunk``: CPU per relayed chunk: a paced stub (1 ms a token) streams 16 and 256
+  tokens; the difference in CPU per request over 240 chunks.
+* ``held``: the shape of LLM traffic: the stub answers after 1.5 s; 500 and 1,000 closed-loop
+  clients; throughput, p50/p99 and what the gateway adds to them, RSS, the event loop's lag
+  and GC pauses (from the gateway's own /metrics); LiteLLM's proxy side by side.
+* ``router``: one routing decision in process (trained router; the student's competence
+  index), p50/p99 over Banking77 and HWU64 test prompts, current and baseline.
 
-``--baseline REF`` also runs the gateway of an earlier commit (a git worktree of REF, same venv)
-in front of the same stub, in the same run, so a change is judged by ratios measured side by
-side rather than against an old results file from a differently loaded machine.
+    python -m benchmarks.gateway_overhead [--baseline REF] [--no-litellm] [--quick]
 
-Writes benchmarks/results/gateway_overhead.json and prints one summary line.
+Writes benchmarks/results/gateway_overhead.json and gateway_overhead.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS as RESULTS_DIR
+import httpx
+
+from benchmarks.common import REPO, RESULTS, data_root, log
 from benchmarks.loadgen import paired_latency, run_load
-from gateway.devtools.processes import free_port, start_gateway, start_stub
+from benchmarks.procstat import CpuMeter, process_tree, rss_mb
+from gateway.auth.keys import KeyStore
+from gateway.devtools.processes import ServerProcess, start_gateway, start_stub
+from gateway.ledger.schema import make_engine
 
-RESULTS = RESULTS_DIR / "gateway_overhead.json"
-PRICE = {"input_per_million": 1.0, "output_per_million": 1.0}
-
-
-def gateway_config(upstream_v1: str, db: Path, max_model_len: int | None = None) -> dict:
-    url = {"base_url": upstream_v1, "upstream_model": "tier", **({"max_model_len": max_model_len} if max_model_len else {})}
-    return {"model_list": [{"model_name": "teacher", "role": "teacher", "price": PRICE, "url": url},
-                           {"model_name": "student", "role": "student", "price": PRICE, "url": url}],
-            "router": {"policy": "fixed", "default_tier": "student"},
-            "ledger": {"url": f"sqlite:///{db}"}, "auth": {"enabled": False}, "server": {"log_level": "warning"}}
+OUT = RESULTS / "gateway_overhead.json"
+PRICE = {"input_per_million": 1.0, "output_per_million": 2.0}
+ROUTER = "artifacts/router/mmlu_router.skops"
+HELD_DELAY_S = 1.5
 
 
-async def compare(direct: str, gateway: str, model_direct: str, messages: list, max_tokens: int,
-                  paired_n: int, load_n: int, concurrencies: list[int]) -> dict:
+def prompts(n: int, dataset: str = "banking77") -> list[str]:
+    with open(data_root() / dataset / "test.csv", newline="") as f:
+        return [row["text"] for _, row in zip(range(n), csv.DictReader(f))]
+
+
+def bodies(model: str, texts: list[str], stream: bool = False, max_tokens: int = 16) -> list[dict]:
+    return [{"model": model, "messages": [{"role": "user", "content": t}], "max_tokens": max_tokens,
+             "stream": stream} for t in texts]
+
+
+class Gateway:
+    """One gateway under test (this checkout or a baseline worktree) with its own key and ledger."""
+
+    def __init__(self, name: str, root: Path | None, upstream_v1: str, tmp: Path) -> None:
+        db = f"sqlite:///{tmp / f'{name}-{time.time_ns()}.db'}"
+        secret = KeyStore(make_engine(db)).create("bench")[1]
+        url = {"base_url": upstream_v1, "upstream_model": "tier"}
+        config = {"model_list": [{"model_name": "teacher", "role": "teacher", "price": PRICE, "url": url},
+                                 {"model_name": "student", "role": "student", "price": PRICE, "url": url}],
+                  "router": {"policy": "trained", "artifact": str((root or REPO) / ROUTER)},
+                  "ledger": {"url": db}, "auth": {"enabled": True}, "server": {"log_level": "warning"}}
+        self.name, self.server = name, start_gateway(config, tmp, timeout_s=120, root=root)
+        self.url = self.server.url + "/v1/chat/completions"
+        self.headers = {"authorization": f"Bearer {secret}"}
+
+    def metrics(self) -> dict[str, float]:
+        """The loop-lag and GC samples of the gateway's /metrics (absent before issue #17)."""
+        out = {}
+        for line in httpx.get(self.server.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(("tierwise_event_loop_lag", "tierwise_gc_pause")):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+async def measured(url: str, body, concurrency: int, n: int, headers: dict | None, pid: int | None,
+                   stub_pid: int) -> dict:
+    gateway_cpu = CpuMeter(pid).start() if pid else None
+    stub_cpu = CpuMeter(stub_pid).start()
+    run = await run_load(url, body, concurrency, n, headers=headers)
+    served = max(1, len(run.latencies_ms))
+    out = run.summary() | {"stub_cpu_us_per_request": round(stub_cpu.stop() / served * 1e6, 1)}
+    if gateway_cpu:
+        out["gateway_cpu_us_per_request"] = round(gateway_cpu.stop() / served * 1e6, 1)
+        out["gateway_rss_mb"] = round(rss_mb(process_tree(pid)), 1)
+    return out
+
+
+async def cpu_section(stub: ServerProcess, gateways: list[Gateway], n: int, paired: int) -> dict:
+    texts = prompts(500)
+    direct_url = stub.url + "/v1/chat/completions"
     out: dict = {}
-    for stream in (False, True):
-        body = {"messages": messages, "max_tokens": max_tokens, "stream": stream}
-        d_body, g_body = {**body, "model": model_direct}, {**body, "model": "auto"}
-        await run_load(direct, d_body, 4, 40)  # warm both paths
-        await run_load(gateway, g_body, 4, 40)
-        a, b = await paired_latency(direct, d_body, gateway, g_body, paired_n)
-        key = "stream" if stream else "non_stream"
-        out[key] = {"c1": {"direct": a.summary(), "gateway": b.summary(),
-                           "added_p50_ms": round(b.pct(50) - a.pct(50), 3),
-                           "added_p99_ms": round(b.pct(99) - a.pct(99), 3)}}
-        for c in concurrencies:
-            d = await run_load(direct, d_body, c, load_n)
-            g = await run_load(gateway, g_body, c, load_n)
-            out[key][f"c{c}"] = {"direct": d.summary(), "gateway": g.summary(),
-                                 "rps_ratio": round(g.rps / d.rps, 3) if d.rps else None}
+    for gw in gateways:  # warm both paths
+        await run_load(gw.url, bodies("auto", texts[:200]), 8, 200, headers=gw.headers)
+    for c in (1, 32, 64):
+        section = {"direct": await measured(direct_url, bodies("tier", texts), c, n // (4 if c == 1 else 1),
+                                            None, None, stub.proc.pid)}
+        for gw in gateways:
+            run = await measured(gw.url, bodies("auto", texts), c, n // (4 if c == 1 else 1), gw.headers,
+                                 gw.server.proc.pid, stub.proc.pid)
+            run["rps_ratio_vs_direct"] = round(run["rps"] / section["direct"]["rps"], 3)
+            section[gw.name] = run
+        out[f"c{c}"] = section
+        log(f"cpu c{c}: " + ", ".join(f"{g.name} {section[g.name]['gateway_cpu_us_per_request']} us/request"
+                                      for g in gateways))
+    for gw in gateways:
+        a, b = await paired_latency(direct_url, bodies("tier", texts[:1])[0], gw.url,
+                                    bodies("auto", texts[1:2])[0], paired, headers_b=gw.headers)
+        out["c1"][gw.name] |= {"paired_added_p50_ms": round(b.pct(50) - a.pct(50), 3),
+                               "paired_added_p99_ms": round(b.pct(99) - a.pct(99), 3)}
     return out
 
 
-def run_stub(tmp: Path, args, root: Path | None = None) -> dict:
-    stub = start_stub(tmp, tokens=16)
-    gw = start_gateway(gateway_config(stub.url + "/v1", tmp / f"stub-ledger-{free_port()}.db"), tmp, timeout_s=60,
-                       root=root)
-    try:
-        return asyncio.run(compare(stub.url + "/v1/chat/completions", gw.url + "/v1/chat/completions", "tier",
-                                   [{"role": "user", "content": "What is my card's limit?"}], 16,
-                                   args.paired, args.requests, [16, 64]))
-    finally:
-        gw.stop()
-        stub.stop()
+async def chunk_section(stub_short: ServerProcess, stub_long: ServerProcess, gateways_by_stub: dict,
+                        n: int) -> dict:
+    """CPU per relayed chunk from two paced stubs (16 and 256 tokens, 1 ms apart)."""
+    texts = prompts(200)
+    out: dict = {}
+    for name, pair in gateways_by_stub.items():
+        per_request = {}
+        for tokens, (stub, gw) in zip((16, 256), pair):
+            body = bodies("auto", texts, stream=True, max_tokens=tokens)
+            await run_load(gw.url, body, 8, 40, headers=gw.headers)
+            runs = [await measured(gw.url, body, 16, n, gw.headers, gw.server.proc.pid, stub.proc.pid)
+                    for _ in range(3)]
+            per_request[tokens] = sorted(r["gateway_cpu_us_per_request"] for r in runs)[1]  # median of 3
+        out[name] = {"cpu_us_per_request_16_tokens": per_request[16],
+                     "cpu_us_per_request_256_tokens": per_request[256],
+                     "cpu_us_per_chunk": round((per_request[256] - per_request[16]) / 240, 2)}
+        log(f"stream chunk {name}: {out[name]['cpu_us_per_chunk']} us/chunk")
+    return out
 
 
-def baseline_worktree(ref: str, tmp: Path) -> tuple[Path, str]:
-    """A checkout of ``ref`` (a git worktree under ``tmp``) and its commit id."""
-    import subprocess
+async def held_section(stub: ServerProcess, gateways: list[Gateway], litellm: tuple | None,
+                       concurrencies: list[int], per_client: int) -> dict:
+    texts = prompts(2000)
+    direct_url = stub.url + "/v1/chat/completions"
+    out: dict = {}
+    for c in concurrencies:
+        n = per_client * c
+        section = {"direct": await measured(direct_url, bodies("tier", texts), c, n, None, None, stub.proc.pid)}
+        targets = [(g.name, g.url, g.headers, "auto", g.server.proc.pid, g) for g in gateways]
+        if litellm:
+            server, key = litellm
+            targets.append(("litellm", server.url + "/v1/chat/completions", {"authorization": f"Bearer {key}"},
+                            "teacher", server.proc.pid, None))
+        for name, url, headers, model, pid, gw in targets:
+            before = gw.metrics() if gw else {}
+            run = await measured(url, bodies(model, texts), c, n, headers, pid, stub.proc.pid)
+            d = section["direct"]
+            run |= {"rps_ratio_vs_direct": round(run["rps"] / d["rps"], 3),
+                    "added_p50_ms": round(run["p50_ms"] - d["p50_ms"], 1),
+                    "added_p99_ms": round(run["p99_ms"] - d["p99_ms"], 1)}
+            if gw and before:
+                run["loop"] = loop_health(before, gw.metrics())
+            section[name] = run
+            log(f"held c{c} {name}: {run['rps']} rps ({run['rps_ratio_vs_direct']} of direct), "
+                f"p99 +{run['added_p99_ms']} ms" + (f", loop {run['loop']}" if "loop" in run else ""))
+        out[f"c{c}"] = section
+    return out
 
-    from gateway.devtools.processes import REPO
 
-    commit = subprocess.run(["git", "rev-parse", ref], cwd=REPO, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    path = tmp / "baseline"
-    subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=REPO, check=True,
-                   capture_output=True)
-    return path, commit
+def loop_health(before: dict, after: dict) -> dict:
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    samples = delta("tierwise_event_loop_lag_seconds_count")
+    over_20ms = samples - delta('tierwise_event_loop_lag_seconds_bucket{le="0.02"}')
+    over_100ms = samples - delta('tierwise_event_loop_lag_seconds_bucket{le="0.1"}')
+    gc = {g: {"collections": int(delta(f'tierwise_gc_pause_seconds_count{{generation="{g}"}}')),
+              "seconds": round(delta(f'tierwise_gc_pause_seconds_sum{{generation="{g}"}}'), 3)} for g in "012"}
+    return {"lag_samples": int(samples), "lag_over_20ms": int(over_20ms), "lag_over_100ms": int(over_100ms),
+            "lag_max_s_since_start": after.get("tierwise_event_loop_lag_max_seconds"), "gc": gc}
 
 
-def regression(current: dict, baseline: dict) -> dict:
-    """Current / baseline throughput ratios (each against direct, measured in the same run)."""
+ROUTER_PROBE = """
+import json, sys, time, csv
+from pathlib import Path
+from router.artifact import load_router
+from router.competence import load_competence
+texts = [r["text"] for d in ("banking77", "hwu64") for _, r in zip(range(200), csv.DictReader(open(Path(sys.argv[1]) / d / "test.csv")))]
+router, index = load_router(sys.argv[2]), load_competence(sys.argv[3]).index
+def timed(fn):
+    for t in texts[:20]: fn([{"role": "user", "content": t}])
+    out = []
+    for t in texts:
+        m = [{"role": "user", "content": t}]; t0 = time.perf_counter(); fn(m); out.append((time.perf_counter() - t0) * 1e6)
+    out.sort(); return {"p50_us": round(out[len(out) // 2], 1), "p99_us": round(out[int(len(out) * 0.99)], 1)}
+print(json.dumps({"trained_router": timed(router.score), "competence_distance": timed(index.distance_one)}))
+"""
+
+
+def router_section(roots: dict[str, Path]) -> dict:
+    """One decision in a fresh process per checkout (same interpreter, same prompts)."""
     out = {}
-    for mode in ("non_stream", "stream"):
-        for c in ("c16", "c64"):
-            out[f"{mode}_{c}_rps_ratio"] = {"current": current[mode][c]["rps_ratio"],
-                                            "baseline": baseline[mode][c]["rps_ratio"],
-                                            "current_over_baseline": round(current[mode][c]["rps_ratio"]
-                                                                           / baseline[mode][c]["rps_ratio"], 3)}
-        out[f"{mode}_c1_added_p50_ms"] = {"current": current[mode]["c1"]["added_p50_ms"],
-                                          "baseline": baseline[mode]["c1"]["added_p50_ms"]}
-    return out
+    for name, root in roots.items():
+        for repeat in range(2):  # interleaved: current, baseline, current, baseline
+            proc = subprocess.run([sys.executable, "-c", ROUTER_PROBE, str(data_root()), str(root / ROUTER),
+                                   str(root / "artifacts/tiers/student/competence.skops")],
+                                  cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True,
+                                  text=True, check=True)
+            out.setdefault(name, []).append(json.loads(proc.stdout))
+    return {name: {kind: {k: min(r[kind][k] for r in runs) for k in ("p50_us", "p99_us")} for kind in runs[0]}
+            for name, runs in out.items()}
 
 
-def run_vllm(tmp: Path, args) -> dict:
-    """A real vLLM tier (the packaged teacher cut to 6 layers), started by a gateway of its own."""
-    from support.models import layer_dropped
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
 
-    student = layer_dropped(6)
-    port = free_port()
-    supervisor = start_gateway({
-        "model_list": [{"model_name": "tier", "role": "teacher", "price": PRICE,
-                        "vllm": {"model": str(student), "port": port, "max_model_len": 512}}],
-        "router": {"policy": "fixed", "default_tier": "tier"}, "ledger": {"url": f"sqlite:///{tmp}/sup.db"},
-        "auth": {"enabled": False},
-        "server": {"log_level": "warning"}}, tmp, timeout_s=900)
-    gw = start_gateway(gateway_config(f"http://127.0.0.1:{port}/v1", tmp / "vllm-ledger.db", 512), tmp, timeout_s=60)
-    try:
-        return asyncio.run(compare(f"http://127.0.0.1:{port}/v1/chat/completions", gw.url + "/v1/chat/completions",
-                                   "tier", [{"role": "user", "content": "Hello!"}], 16,
-                                   args.vllm_paired, args.vllm_requests, [16]))
-    finally:
-        gw.stop()
-        supervisor.stop()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("current", "baseline") if n in result["cpu"]["c32"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    stub = result["cpu"]["c32"]["direct"]["stub_cpu_us_per_request"]
+    values = [result["cpu"]["c32"][n]["gateway_cpu_us_per_request"] for n in names]
+    ax1.bar(["stub upstream"] + [f"gateway\n{n}" for n in names], [stub] + values, color=["grey"] + ["C0", "C1"][:len(names)])
+    ax1.set_ylabel("CPU µs per request (c=32, non-streamed)")
+    ax1.set_title("CPU per request")
+    held = result["held"]
+    columns = [n for n in ("current", "baseline", "litellm") if n in next(iter(held.values()))]
+    for i, name in enumerate(columns):
+        ax2.bar([j + i * 0.25 for j in range(len(held))], [held[c][name]["added_p99_ms"] for c in held], 0.25, label=name)
+    ax2.set_xticks([j + 0.25 for j in range(len(held))], list(held))
+    ax2.set_ylabel("p99 added over direct (ms)")
+    ax2.set_title(f"{HELD_DELAY_S:g} s upstream, many open clients")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per load run (stub)")
-    parser.add_argument("--paired", type=int, default=500, help="paired requests at concurrency 1 (stub)")
-    parser.add_argument("--vllm", action="store_true", help="also measure in front of a real vLLM tier")
-    parser.add_argument("--vllm-requests", type=int, default=64)
-    parser.add_argument("--vllm-paired", type=int, default=20)
-    parser.add_argument("--baseline", help="git ref whose gateway is measured side by side (regression check)")
+    parser.add_argument("--baseline", help="git ref whose gateway is measured side by side")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per non-streamed load run")
+    parser.add_argument("--paired", type=int, default=300, help="paired requests at concurrency 1")
+    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM in the held-concurrency test")
+    parser.add_argument("--quick", action="store_true", help="fewer requests, held test at 500 clients only")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = {"benchmark": "gateway_overhead", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
-                  "method": "same upstream direct vs through the gateway (auto routing, SQLite ledger, metrics on); "
-                            "c1 = alternating paired requests; cN = closed loop, N workers; aiohttp load "
-                            "generator on the same cores",
-                  "stub": run_stub(Path(tmp), args)}
+    n = 600 if args.quick else args.requests
+    held_c = [500] if args.quick else [500, 1000]
+    result: dict = {"benchmark": "gateway_overhead", "issue": 17, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                    "gateway": "API-key auth, trained router (model=auto), SQLite ledger (commit before response), "
+                               "metrics; one process",
+                    "method": "one aiohttp load generator, the stub upstream and the gateways share the machine's "
+                              "cores; CPU from /proc (user+system) of each server's process tree"}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        roots: dict[str, Path | None] = {"current": None}
         if args.baseline:
-            import subprocess
+            from benchmarks.gateway_baseline import baseline_worktree, remove_worktree
 
-            from gateway.devtools.processes import REPO
+            root, commit = baseline_worktree(args.baseline, tmp)
+            roots["baseline"] = root
+            result["baseline"] = {"ref": args.baseline, "commit": commit}
+        try:
+            result["router"] = router_section({k: v or REPO for k, v in roots.items()})
+            log(f"router: {result['router']}")
+            result.update(asyncio.run(sections(tmp, roots, args, n, held_c)))
+        finally:
+            if args.baseline:
+                remove_worktree(roots["baseline"])
+    result["targets"] = targets(result)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2))
+    plot(result, OUT.with_suffix(".png"))
+    c32 = result["cpu"]["c32"]
+    print("gateway_overhead: c32 CPU " + ", ".join(f"{k} {c32[k]['gateway_cpu_us_per_request']} us/request"
+                                                  for k in roots) + f"; stub {c32['direct']['stub_cpu_us_per_request']}"
+          f" us/request; targets {result['targets']}")
 
-            root, commit = baseline_worktree(args.baseline, Path(tmp))
-            try:  # current, baseline, current again: drift over the run cannot favour either side
-                result["baseline"] = {"ref": args.baseline, "commit": commit, "stub": run_stub(Path(tmp), args, root)}
-                result["stub_again"] = run_stub(Path(tmp), args)
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=REPO, check=False)
-            result["regression"] = {"first_run": regression(result["stub"], result["baseline"]["stub"]),
-                                    "second_run": regression(result["stub_again"], result["baseline"]["stub"])}
-        if args.vllm:
-            result["vllm"] = run_vllm(Path(tmp), args)
-    c1 = result["stub"]["non_stream"]["c1"]
-    result["targets"] = {
-        "added_p50_ms<=1.5": c1["added_p50_ms"] <= 1.5,
-        "added_p99_ms<=5": c1["added_p99_ms"] <= 5,
-        "rps_ratio_c16>=0.5": result["stub"]["non_stream"]["c16"]["rps_ratio"] >= 0.5,
-        "rps_ratio_c64>=0.5": result["stub"]["non_stream"]["c64"]["rps_ratio"] >= 0.5,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    s = result["stub"]
-    print(f"gateway_overhead: added p50 {c1['added_p50_ms']} ms p99 {c1['added_p99_ms']} ms (c1, stub); "
-          f"rps ratio c16 {s['non_stream']['c16']['rps_ratio']} c64 {s['non_stream']['c64']['rps_ratio']}; "
-          f"stream c16 {s['stream']['c16']['rps_ratio']}" + (
-              f"; vLLM c1 added p50 {result['vllm']['non_stream']['c1']['added_p50_ms']} ms" if "vllm" in result else ""))
+
+async def sections(tmp: Path, roots: dict, args, n: int, held_c: list[int]) -> dict:
+    out: dict = {}
+    stub = start_stub(tmp, tokens=16)
+    gateways = [Gateway(name, root, stub.url + "/v1", tmp) for name, root in roots.items()]
+    try:
+        out["cpu"] = await cpu_section(stub, gateways, n, args.paired)
+    finally:
+        for gw in gateways:
+            gw.stop()
+        stub.stop()
+    short, long = start_stub(tmp, tokens=16, token_delay_ms=1), start_stub(tmp, tokens=256, token_delay_ms=1)
+    pairs = {name: (Gateway(name, root, short.url + "/v1", tmp), Gateway(name, root, long.url + "/v1", tmp))
+             for name, root in roots.items()}
+    try:
+        out["stream_chunk"] = await chunk_section(short, long, {k: ((short, a), (long, b)) for k, (a, b) in
+                                                                 pairs.items()}, max(60, n // 10))
+    finally:
+        for a, b in pairs.values():
+            a.stop()
+            b.stop()
+        short.stop()
+        long.stop()
+    stub = start_stub(tmp, tokens=16, token_delay_ms=HELD_DELAY_S * 1000 / 16)
+    gateways = [Gateway(name, root, stub.url + "/v1", tmp) for name, root in roots.items()]
+    litellm = None
+    if not args.no_litellm:
+        from benchmarks.vs_litellm import MASTER_KEY, ensure_litellm, start_litellm
+
+        ensure_litellm()
+        litellm = (start_litellm(stub.url + "/v1", tmp), MASTER_KEY)
+    try:
+        out["held"] = await held_section(stub, gateways, litellm, held_c, per_client=3)
+    finally:
+        for gw in gateways:
+            gw.stop()
+        if litellm:
+            litellm[0].stop()
+        stub.stop()
+    return out
+
+
+def targets(result: dict) -> dict:
+    cur = result["cpu"]["c32"]["current"]
+    stub = result["cpu"]["c32"]["direct"]["stub_cpu_us_per_request"]
+    out = {"cpu_us_per_request_c32<=150": cur["gateway_cpu_us_per_request"] <= 150,
+           # The issue's 150 us was set beside a stub costing ~40 us there: the same ratio here.
+           "cpu_per_request_c32<=3.75x_stub": cur["gateway_cpu_us_per_request"] <= 3.75 * stub,
+           "router_p50_us<=100": result["router"]["current"]["trained_router"]["p50_us"] <= 100,
+           "stream_us_per_chunk<=20": result["stream_chunk"]["current"]["cpu_us_per_chunk"] <= 20}
+    held = result["held"].get("c1000")
+    if held:
+        out["held_c1000_rps>=0.95_direct"] = held["current"]["rps_ratio_vs_direct"] >= 0.95
+        out["held_c1000_p99<=direct+50ms"] = held["current"]["added_p99_ms"] <= 50
+    return out
 
 
 if __name__ == "__main__":

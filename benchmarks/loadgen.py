@@ -41,20 +41,24 @@ class RunResult:
         return out
 
 
-async def run_load(url: str, body: dict, concurrency: int, requests: int, timeout_s: float = 300,
+async def run_load(url: str, body: dict | list[dict], concurrency: int, requests: int, timeout_s: float = 300,
                    headers: dict | None = None) -> RunResult:
+    """``body``: one request body, or a list sent in turn (distinct prompts, so that nothing on
+    the path can answer from a memo of the previous request)."""
     result = RunResult()
     sent = 0
-    stream = bool(body.get("stream"))
+    bodies = body if isinstance(body, list) else [body]
+    stream = bool(bodies[0].get("stream"))
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal sent
         while sent < requests:
+            this = bodies[sent % len(bodies)]
             sent += 1
             t0 = time.perf_counter()
             try:
-                async with session.post(url, json=body) as resp:
+                async with session.post(url, json=this) as resp:
                     if stream:
                         first = True
                         async for _ in resp.content.iter_any():

@@ -47,6 +47,7 @@ from gateway.ledger.pricing import Pricing
 from gateway.ledger.schema import make_engine
 from gateway.ledger.writer import LedgerWriter
 from gateway.limits import build_limiter
+from gateway.loop_monitor import LoopMonitor
 from gateway.metrics import GatewayMetrics
 from gateway.routing.build import build_policy
 from gateway.routing.workloads import RoutingTable
@@ -86,6 +87,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         meter = ThroughputMeter(tiers.metrics_urls(), client, poll_s=config.server.throughput_poll_s,  # per_hour tiers
                                 window_s=config.server.throughput_window_s, min_busy_s=5 * config.server.throughput_poll_s)
         pricing, metrics = Pricing(config, meter.tokens_per_s), GatewayMetrics()
+        loop_monitor = LoopMonitor(metrics.registry, config.server.loop_monitor_interval_s)
         auth = Authenticator(config.auth, keys, on_store_read=metrics.key_store_reads.inc)
         await auth.start()
         limiter = build_limiter(config.limits, lambda key_id, since: queries.spent_since(engine, key_id, since))
@@ -126,13 +128,17 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             await tiers.start(wait)
             await reloader.start()  # runtime tiers and workload routes from the database
             meter.start()
+            loop_monitor.start()
             # Everything allocated so far lives as long as the app: keep the collector from
             # re-scanning it on every cycle (as vLLM does), which shortens GC pauses under load.
             gc.collect()
             gc.freeze()
+            if config.server.gc_thresholds is not None:
+                gc.set_threshold(*config.server.gc_thresholds)
             log.info("gateway ready: %d of %d tiers serving", len(tiers.ready()), len(config.model_list))
             yield
         finally:
+            await loop_monitor.stop()
             await reloader.stop()
             await meter.stop()
             await shadow.stop()

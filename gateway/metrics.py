@@ -52,6 +52,7 @@ class GatewayMetrics:
         # Per tenant (the request's `user`), workload and key: bounded label values (top N + other).
         self.tenant_labels = {d: BoundedLabel(tenant_top_n) for d in ("user", "workload", "key")}
         self._tenant_cache: dict[tuple[str, str], tuple] = {}
+        self._request_cache: dict[tuple[str, str, str], tuple] = {}
         self.tenant_requests = Counter("tierwise_tenant_requests", "Requests per user, workload or API key "
                                        "(top N values, the rest 'other')", ["dimension", "value"],
                                        registry=self.registry)
@@ -111,17 +112,30 @@ class GatewayMetrics:
             self._tenant_cache[(dimension, label)] = children
         return children
 
+    def _request_children(self, tier: str, endpoint: str, status: str) -> tuple:
+        """The per-request counters of one (tier, endpoint, status), looked up once: tiers,
+        endpoints and statuses are few, and ``labels()`` would run six times per request."""
+        key = (tier, endpoint, status)
+        children = self._request_cache.get(key)
+        if children is None:
+            children = (self.requests.labels(tier, endpoint, status), self.tokens.labels(tier, "prompt"),
+                        self.tokens.labels(tier, "completion"), self.cost.labels(tier, status),
+                        self.teacher_cost.labels(tier, status), self.latency.labels(tier, status))
+            self._request_cache[key] = children
+        return children
+
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request from its booked record (costs and latency set)."""
         tier = record.tier or "none"
-        status = record.status
-        self.requests.labels(tier, record.endpoint, status).inc()
-        self.tokens.labels(tier, "prompt").inc(record.prompt_tokens)
-        self.tokens.labels(tier, "completion").inc(record.completion_tokens)
-        self.cost.labels(tier, status).inc(record.cost)
-        self.teacher_cost.labels(tier, status).inc(record.teacher_cost)
+        requests, prompt_tokens, completion_tokens, cost, teacher_cost, latency = self._request_children(
+            tier, record.endpoint, record.status)
+        requests.inc()
+        prompt_tokens.inc(record.prompt_tokens)
+        completion_tokens.inc(record.completion_tokens)
+        cost.inc(record.cost)
+        teacher_cost.inc(record.teacher_cost)
         if record.latency_ms is not None:
-            self.latency.labels(tier, status).observe(record.latency_ms / 1000)
+            latency.observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
             self.ttft.labels(tier).observe(record.ttft_ms / 1000)
         if record.decision is not None and record.decision.score is not None:

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-from scipy.special import expit
 
 from router.estimator import ComplexityRouter
 from router.features import hand_features
@@ -23,7 +22,11 @@ from router.messages import Conversation, to_text
 
 
 class _TfidfBlock:
-    """One fitted ``TfidfVectorizer`` (sublinear tf, idf, l2 norm) as a look-up table."""
+    """One fitted ``TfidfVectorizer`` (sublinear tf, idf, l2 norm) as a look-up table.
+
+    Plain Python floats, not NumPy: a request has tens to a few hundred distinct n-grams,
+    where each NumPy call's fixed cost (~1 us) outweighs the arithmetic it saves.
+    """
 
     def __init__(self, vectorizer, offset: int, column: int) -> None:
         if vectorizer.norm not in ("l2", None) or not vectorizer.use_idf or vectorizer.binary:
@@ -31,27 +34,27 @@ class _TfidfBlock:
         self.analyzer: Callable[[str], list[str]] = vectorizer.build_analyzer()
         self.vocabulary: dict[str, int] = vectorizer.vocabulary_
         self.idf = np.asarray(vectorizer.idf_, dtype=float)
+        self._idf = self.idf.tolist()
         self.sublinear = bool(vectorizer.sublinear_tf)
         self.l2 = vectorizer.norm == "l2"
         self.offset = offset
         self.column = column  # 0: last user turn, 1: conversation
 
     def transform(self, text: str) -> tuple[list[int], list[float]]:
-        vocab = self.vocabulary
-        # Counter counts in C; only the distinct n-grams then go through the vocabulary.
-        pairs = [(vocab[t], c) for t, c in Counter(self.analyzer(text)).items() if t in vocab]
-        if not pairs:
-            return [], []
-        idx = [i for i, _ in pairs]
-        tf = np.fromiter((c for _, c in pairs), dtype=float, count=len(pairs))
-        if self.sublinear:
-            tf = np.log(tf) + 1.0
-        values = tf * self.idf[idx]
-        if self.l2:
-            norm = math.sqrt(float(values @ values))
+        """The text's non-zero features: column indices (offset applied) and TF-IDF values."""
+        idf, log, offset = self._idf, math.log, self.offset
+        # Look-ups and counting run in C (map, Counter); one Python pass per distinct feature.
+        counts = Counter([j for j in map(self.vocabulary.get, self.analyzer(text)) if j is not None])
+        idx = [j + offset for j in counts]
+        if self.sublinear:  # log(1) + 1 == 1 exactly: most n-grams occur once
+            values = [((log(c) + 1.0) if c > 1 else 1.0) * idf[j] for j, c in counts.items()]
+        else:
+            values = [c * idf[j] for j, c in counts.items()]
+        if self.l2 and values:
+            norm = math.sqrt(math.fsum(v * v for v in values))
             if norm > 0:
-                values = values / norm
-        return [i + self.offset for i in idx], values.tolist()
+                values = [v / norm for v in values]
+        return idx, values
 
 
 class FastScorer:
@@ -105,75 +108,81 @@ class FastScorer:
         self.weights = np.ascontiguousarray(np.column_stack(columns))
         self.bias = np.asarray(bias)
         self.hand_weights = self.weights[self.hand_offset : self.hand_offset + len(self.hand_mean)]
+        self._hand_mean, self._hand_scale = self.hand_mean.tolist(), self.hand_scale.tolist()
         self.outcomes = estimator.target == "outcomes"
         self._compile_trees(estimator.meta_)
         self.cal_coef = float(estimator.calibrator_.coef_[0, 0])
         self.cal_intercept = float(estimator.calibrator_.intercept_[0])
 
     def _compile_trees(self, meta) -> None:
-        """Flatten the boosted trees into arrays walked level by level for all trees at once."""
-        feature, threshold, left, right, leaf, value, roots = [], [], [], [], [], [], []
-        start = 0
-        depth = 0
-        for (tree,) in meta._predictors:
-            nodes = tree.nodes
-            if np.any(nodes["is_categorical"]):
+        """Turn the boosted trees into one generated Python function of the meta-features.
+
+        A hundred shallow trees walked with NumPy cost ~25 array operations of fixed overhead;
+        as straight-line ``if x[f] <= t`` code they cost a few hundred comparisons. The source
+        holds only numbers read from the fitted trees (cast with ``int``/``float``), so no text
+        from the artifact reaches ``exec``.
+        """
+        lines = ["def trees(x):", "    s = 0.0"]
+
+        def emit(nodes, i: int, indent: str) -> None:
+            node = nodes[i]
+            if node["is_leaf"]:
+                lines.append(f"{indent}s += {float(node['value'])!r}")
+                return
+            if node["is_categorical"]:
                 raise ValueError("categorical splits are not supported by FastScorer")
-            roots.append(start)
-            feature.append(nodes["feature_idx"])
-            threshold.append(nodes["num_threshold"])
-            left.append(nodes["left"].astype(np.int64) + start)
-            right.append(nodes["right"].astype(np.int64) + start)
-            leaf.append(nodes["is_leaf"].astype(bool))
-            value.append(nodes["value"])
-            depth = max(depth, int(nodes["depth"].max()))
-            start += len(nodes)
-        self.t_feature = np.concatenate(feature)
-        self.t_threshold = np.concatenate(threshold)
-        self.t_left = np.concatenate(left)
-        self.t_right = np.concatenate(right)
-        self.t_leaf = np.concatenate(leaf)
-        self.t_value = np.concatenate(value)
-        self.t_roots = np.asarray(roots, dtype=np.int64)
-        self.t_depth = depth
+            lines.append(f"{indent}if x[{int(node['feature_idx'])}] <= {float(node['num_threshold'])!r}:")
+            emit(nodes, int(node["left"]), indent + "    ")
+            lines.append(f"{indent}else:")
+            emit(nodes, int(node["right"]), indent + "    ")
+
+        for (tree,) in meta._predictors:
+            emit(tree.nodes, 0, "    ")
+        lines.append("    return s")
+        namespace: dict = {}
+        exec(compile("\n".join(lines), "<router trees>", "exec"), namespace)  # noqa: S102 - numbers only, see above
+        self._tree_sum = namespace["trees"]
         self.t_baseline = float(np.ravel(meta._baseline_prediction)[0])
 
-    def _meta_input(self, conversation: Conversation) -> np.ndarray:
+    def _meta_input(self, conversation: Conversation) -> list[float]:
         text = to_text(conversation)
         sources = (text.last_user, text.conversation)
         idx: list[int] = []
         vals: list[float] = []
         for block in self.blocks:
             i, v = block.transform(sources[block.column])
-            idx.extend(i)
-            vals.extend(v)
-        hand = (np.asarray(hand_features(text.last_user, text.conversation, text.n_turns)) - self.hand_mean) / self.hand_scale
-        z = self.bias + hand @ self.hand_weights
+            idx += i
+            vals += v
+        hand = [(x - m) / s for x, m, s in zip(hand_features(text.last_user, text.conversation, text.n_turns),
+                                               self._hand_mean, self._hand_scale)]
+        z = self.bias + np.dot(hand, self.hand_weights)
         if idx:
-            z = z + np.asarray(vals) @ self.weights[idx]
+            z += np.dot(vals, self.weights[idx])
+        z = z.tolist()
         # Logistic heads output expit(w.x + b); binary NB heads are expit of their log-odds too.
-        probs = expit(z[: self.n_heads])
-        parts = [probs]
+        probs = [_expit(v) for v in z[: self.n_heads]]
+        out = list(probs)
         if self.outcomes:
-            parts.append(probs[1::2] - probs[0::2])
+            out += [b - a for a, b in zip(probs[0::2], probs[1::2])]
         if self.domain_table is not None:
             jll = z[self.n_heads :]
-            post = np.exp(jll - jll.max())
-            post /= post.sum()
-            parts.append(post @ self.domain_table)
-        parts.append(hand)
-        return np.concatenate(parts)
+            top = max(jll)
+            post = [math.exp(v - top) for v in jll]
+            total = math.fsum(post)
+            out += np.dot([p / total for p in post], self.domain_table).tolist()
+        out += hand
+        return out
 
-    def _trees(self, x: np.ndarray) -> float:
-        node = self.t_roots.copy()
-        for _ in range(self.t_depth):
-            leaf = self.t_leaf[node]
-            if leaf.all():
-                break
-            go_left = x[self.t_feature[node]] <= self.t_threshold[node]
-            node = np.where(leaf, node, np.where(go_left, self.t_left[node], self.t_right[node]))
-        return self.t_baseline + float(self.t_value[node].sum())
+    def _trees(self, x: list[float]) -> float:
+        return self.t_baseline + self._tree_sum(x)
 
     def score(self, conversation: Conversation) -> float:
-        raw = self._trees(self._meta_input(conversation))
-        return float(expit(self.cal_coef * raw + self.cal_intercept))
+        return _expit(self.cal_coef * self._trees(self._meta_input(conversation)) + self.cal_intercept)
+
+
+def _expit(v: float) -> float:
+    """The logistic function, without overflow for large negative inputs."""
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)

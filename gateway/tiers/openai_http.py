@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
+from gateway import fastjson
 from gateway.config import TierConfig
 from gateway.errors import GatewayError, upstream_error
 from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamReply
@@ -62,7 +63,7 @@ class OpenAIHTTPTier(Tier):
         self.upstream_model = (config.url.upstream_model if config.url else None) or config.model_name
         key_env = config.url.api_key_env if config.url else None
         key = os.environ.get(key_env, "") if key_env else ""
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         self.timeout = aiohttp.ClientTimeout(total=config.timeout_s, connect=5.0)
 
     def health(self) -> dict:
@@ -94,15 +95,15 @@ class OpenAIHTTPTier(Tier):
             return {"include_usage": True, "continuous_usage_stats": True}
         return super().stream_usage_options()
 
-    def _payload(self, body: dict) -> dict:
-        return {**body, "model": self.upstream_model}
+    def _payload(self, body: dict) -> bytes:
+        """The JSON body sent to the server: the request with the server's own model name."""
+        return fastjson.dumps({**body, "model": self.upstream_model})
 
     async def complete(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
-        url = self.base_url + PATHS[endpoint]
+        url, payload = self.base_url + PATHS[endpoint], self._payload(body)
         for attempt in (1, 2):
             try:
-                async with self.client.post(url, json=self._payload(body), headers=self.headers,
-                                            timeout=self.timeout) as resp:
+                async with self.client.post(url, data=payload, headers=self.headers, timeout=self.timeout) as resp:
                     content = await resp.read()
                     status = resp.status
                 break
@@ -116,7 +117,7 @@ class OpenAIHTTPTier(Tier):
         if status != 200:
             raise upstream_error(status if status < 500 else 502, _error_message(content))
         try:
-            data = json.loads(content)
+            data = fastjson.loads(content)
         except ValueError as exc:
             raise upstream_error(502, f"tier `{self.name}` sent a body that is not JSON") from exc
         return UpstreamReply(content=content, data=data)
@@ -124,7 +125,7 @@ class OpenAIHTTPTier(Tier):
     async def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
         url = self.base_url + PATHS[endpoint]
         try:
-            resp = await self.client.post(url, json=self._payload(body), headers=self.headers, timeout=self.timeout)
+            resp = await self.client.post(url, data=self._payload(body), headers=self.headers, timeout=self.timeout)
         except TransportErrors as exc:
             raise _transport_error(self.name, exc) from exc
         complete = False

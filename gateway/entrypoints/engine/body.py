@@ -10,7 +10,6 @@ mid-body gets 499 (``client_disconnected``), one that trickles its body past
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 
 import numpy as np
@@ -18,6 +17,7 @@ from fastapi import Request
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
+from gateway import fastjson
 from gateway.errors import GatewayError, client_disconnected
 
 # Deeper than any real request (tool schemas nest a few dozen levels at most), far below the
@@ -49,7 +49,7 @@ async def read_json_object(request: Request, max_bytes: int, read_timeout_s: flo
     if json_depth(raw) > MAX_JSON_DEPTH:
         raise _too_deep()
     try:
-        body = json.loads(raw)
+        body = fastjson.loads(raw)
     except UnicodeDecodeError:
         raise GatewayError("The request body is not valid UTF-8.", code="invalid_json") from None
     except RecursionError:

@@ -340,7 +340,7 @@ class SamplingServing:
         try:
             event: bytes | None = first
             while event is not None:
-                if event.strip().replace(b" ", b"") == b"data:[DONE]":
+                if b"[DONE]" in event and event.strip().replace(b" ", b"") == b"data:[DONE]":
                     break
                 if b'"usage"' in event or record.texts is not None or record.usage_source is None:
                     event = inspect_chunk(event, record, wants_final, gateway_asked_continuous, relayed)

@@ -6,8 +6,7 @@ function that unit tests can drive with raw events.
 
 from __future__ import annotations
 
-import json
-
+from gateway import fastjson
 from gateway.answer_text import choice_text
 from gateway.ledger.booking import RequestRecord
 from gateway.tiers.stream_usage import RelayedTokens
@@ -22,7 +21,7 @@ def inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip_
     """
     payload = event.strip().removeprefix(b"data:").strip()
     try:
-        data = json.loads(payload)
+        data = fastjson.loads(payload)
     except ValueError:
         return event
     if not isinstance(data, dict):
@@ -40,4 +39,4 @@ def inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip_
     if wants_final and not strip_running_usage:  # some providers put the final usage on the last choice chunk
         return event
     del data["usage"]
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + fastjson.dumps(data) + b"\n\n"
