@@ -50,6 +50,7 @@ OUT = RESULTS / "gateway_overhead.json"
 PRICE = {"input_per_million": 1.0, "output_per_million": 2.0}
 ROUTER = "artifacts/router/mmlu_router.skops"
 HELD_DELAY_S = 1.5
+REDIS = "redis://127.0.0.1:6379/0"
 
 
 def prompts(n: int, dataset: str = "banking77") -> list[str]:
@@ -65,7 +66,7 @@ def bodies(model: str, texts: list[str], stream: bool = False, max_tokens: int =
 class Gateway:
     """One gateway under test (this checkout or a baseline worktree) with its own key and ledger."""
 
-    def __init__(self, name: str, root: Path | None, upstream_v1: str, tmp: Path) -> None:
+    def __init__(self, name: str, root: Path | None, upstream_v1: str, tmp: Path, workers: int = 1) -> None:
         db = f"sqlite:///{tmp / f'{name}-{time.time_ns()}.db'}"
         secret = KeyStore(make_engine(db)).create("bench")[1]
         url = {"base_url": upstream_v1, "upstream_model": "tier"}
@@ -73,6 +74,10 @@ class Gateway:
                                  {"model_name": "student", "role": "student", "price": PRICE, "url": url}],
                   "router": {"policy": "trained", "artifact": str((root or REPO) / ROUTER)},
                   "ledger": {"url": db}, "auth": {"enabled": True}, "server": {"log_level": "warning"}}
+        if workers > 1:  # limits must then be shared (gateway/workers.py): the same Redis for both sides
+            config["server"]["workers"] = workers
+        if name.startswith("workers"):
+            config["limits"] = {"redis_url": REDIS}
         self.name, self.server = name, start_gateway(config, tmp, timeout_s=120, root=root)
         self.url = self.server.url + "/v1/chat/completions"
         self.headers = {"authorization": f"Bearer {secret}"}
@@ -134,16 +139,19 @@ async def chunk_section(stub_short: ServerProcess, stub_long: ServerProcess, gat
     texts = prompts(200)
     out: dict = {}
     for name, pair in gateways_by_stub.items():
-        per_request = {}
+        per_request, stub_per_request = {}, {}
         for tokens, (stub, gw) in zip((16, 256), pair):
             body = bodies("auto", texts, stream=True, max_tokens=tokens)
             await run_load(gw.url, body, 8, 40, headers=gw.headers)
             runs = [await measured(gw.url, body, 16, n, gw.headers, gw.server.proc.pid, stub.proc.pid)
                     for _ in range(3)]
             per_request[tokens] = sorted(r["gateway_cpu_us_per_request"] for r in runs)[1]  # median of 3
+            stub_per_request[tokens] = sorted(r["stub_cpu_us_per_request"] for r in runs)[1]
         out[name] = {"cpu_us_per_request_16_tokens": per_request[16],
                      "cpu_us_per_request_256_tokens": per_request[256],
-                     "cpu_us_per_chunk": round((per_request[256] - per_request[16]) / 240, 2)}
+                     "cpu_us_per_chunk": round((per_request[256] - per_request[16]) / 240, 2),
+                     # for scale: what the stub itself (Starlette, writing each event) spends per chunk
+                     "stub_cpu_us_per_chunk": round((stub_per_request[256] - stub_per_request[16]) / 240, 2)}
         log(f"stream chunk {name}: {out[name]['cpu_us_per_chunk']} us/chunk")
     return out
 
@@ -235,9 +243,9 @@ def plot(result: dict, path: Path) -> None:
     ax1.set_ylabel("CPU µs per request (c=32, non-streamed)")
     ax1.set_title("CPU per request")
     held = result["held"]
-    columns = [n for n in ("current", "baseline", "litellm") if n in next(iter(held.values()))]
+    columns = [n for n in ("current", "baseline", "workers2", "litellm") if n in next(iter(held.values()))]
     for i, name in enumerate(columns):
-        ax2.bar([j + i * 0.25 for j in range(len(held))], [held[c][name]["added_p99_ms"] for c in held], 0.25, label=name)
+        ax2.bar([j + i * 0.2 for j in range(len(held))], [held[c][name]["added_p99_ms"] for c in held], 0.2, label=name)
     ax2.set_xticks([j + 0.25 for j in range(len(held))], list(held))
     ax2.set_ylabel("p99 added over direct (ms)")
     ax2.set_title(f"{HELD_DELAY_S:g} s upstream, many open clients")
@@ -253,6 +261,8 @@ def main() -> None:
     parser.add_argument("--paired", type=int, default=300, help="paired requests at concurrency 1")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM in the held-concurrency test")
     parser.add_argument("--quick", action="store_true", help="fewer requests, held test at 500 clients only")
+    parser.add_argument("--workers", action="store_true", help="also 1 vs 2 worker processes (needs Redis at "
+                        f"{REDIS}) in the held-concurrency test")
     args = parser.parse_args()
     n = 600 if args.quick else args.requests
     held_c = [500] if args.quick else [500, 1000]
@@ -279,6 +289,11 @@ def main() -> None:
             if args.baseline:
                 remove_worktree(roots["baseline"])
     result["targets"] = targets(result)
+    for c, section in result.get("held", {}).items():
+        if "workers2" in section:
+            result.setdefault("workers_2_over_1", {})[c] = {
+                "rps": round(section["workers2"]["rps"] / section["workers1"]["rps"], 3),
+                "p99_ms": [section["workers1"]["p99_ms"], section["workers2"]["p99_ms"]]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
     plot(result, OUT.with_suffix(".png"))
@@ -312,6 +327,9 @@ async def sections(tmp: Path, roots: dict, args, n: int, held_c: list[int]) -> d
         long.stop()
     stub = start_stub(tmp, tokens=16, token_delay_ms=HELD_DELAY_S * 1000 / 16)
     gateways = [Gateway(name, root, stub.url + "/v1", tmp) for name, root in roots.items()]
+    if args.workers:  # this checkout with 1 and with 2 worker processes, both on Redis limits
+        gateways += [Gateway("workers1", None, stub.url + "/v1", tmp), Gateway("workers2", None, stub.url + "/v1",
+                                                                               tmp, workers=2)]
     litellm = None
     if not args.no_litellm:
         from benchmarks.vs_litellm import MASTER_KEY, ensure_litellm, start_litellm

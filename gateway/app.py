@@ -48,7 +48,7 @@ from gateway.ledger.schema import make_engine
 from gateway.ledger.writer import LedgerWriter
 from gateway.limits import build_limiter
 from gateway.loop_monitor import LoopMonitor
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, process_exiting
 from gateway.routing.build import build_policy
 from gateway.routing.workloads import RoutingTable
 from gateway.shadow.sampler import ShadowSampler
@@ -128,13 +128,13 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             await tiers.start(wait)
             await reloader.start()  # runtime tiers and workload routes from the database
             meter.start()
-            loop_monitor.start()
             # Everything allocated so far lives as long as the app: keep the collector from
             # re-scanning it on every cycle (as vLLM does), which shortens GC pauses under load.
             gc.collect()
             gc.freeze()
             if config.server.gc_thresholds is not None:
                 gc.set_threshold(*config.server.gc_thresholds)
+            loop_monitor.start()  # after the start-up collection, which is no stall
             log.info("gateway ready: %d of %d tiers serving", len(tiers.ready()), len(config.model_list))
             yield
         finally:
@@ -147,6 +147,7 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
             await client.close()
             await limiter.close()
             await ledger.stop()
+            process_exiting()
             log.info("gateway stopped; ledger drained")
 
     # The API docs describe every admin endpoint: served only where the config opens them.

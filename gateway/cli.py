@@ -2,50 +2,20 @@
 
 from __future__ import annotations
 
-import atexit
-import logging
-import queue
-import signal
+import asyncio
 from datetime import datetime
-from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 
 import typer
 import uvicorn
 from rich.console import Console
-from rich.logging import RichHandler
 
 from gateway.config import load_config
+from gateway.logging_setup import setup_logging
 
 app = typer.Typer(help="tierwise: an OpenAI-compatible gateway that routes between distilled tiers.",
                   no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
-
-
-def _setup_logging(level: str) -> None:
-    """Log through a queue: records are rendered and written by a thread, not the event loop.
-
-    Rich's traceback rendering is off: a deep traceback took ~0.4 s to render, on the loop.
-    Unexpected errors are logged as one bounded line anyway (``gateway.error_log``).
-    """
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = QueueListener(records, RichHandler(console=console, show_path=False, rich_tracebacks=False))
-    listener.start()
-    atexit.register(listener.stop)
-
-    # After a graceful shutdown uvicorn re-raises SIGTERM/SIGINT to exit with the signal's
-    # status, which skips atexit: write out the queued records first, then die as asked.
-    def flush_then_exit(signum: int, _frame: object) -> None:
-        listener.stop()
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, flush_then_exit)
-    logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", datefmt="[%X]",
-                        handlers=[QueueHandler(records)])
-    # httpx (litellm uses it) logs every upstream request at INFO: a log line per request.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -61,16 +31,39 @@ def serve(
         cfg.server.host = host
     if port:
         cfg.server.port = port
-    _setup_logging(cfg.server.log_level)
-    from gateway.app import create_app
+    setup_logging(cfg.server.log_level)
+    from gateway.workers import check_shareable, serve_workers, worker_count
+
+    workers = worker_count(cfg)
+    try:
+        check_shareable(cfg, workers)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
 
     console.print(f"[bold]tierwise[/] on http://{cfg.server.host}:{cfg.server.port}/v1 "
-                  f"(tiers: {', '.join(t.model_name for t in cfg.model_list)}; ledger: {cfg.ledger.url})")
+                  f"(tiers: {', '.join(t.model_name for t in cfg.model_list)}; ledger: {cfg.ledger.url}"
+                  + (f"; {workers} worker processes" if workers > 1 else "") + ")")
+    if workers > 1:
+        serve_workers(cfg, workers)
+        return
+    from gateway.app import create_app
     from gateway.http_timeouts import header_timeout_protocol
 
     uvicorn.run(create_app(cfg), host=cfg.server.host, port=cfg.server.port, log_level=cfg.server.log_level,
                 access_log=False, loop="uvloop", http=header_timeout_protocol(cfg.server.header_read_timeout_s),
                 timeout_graceful_shutdown=30, log_config=None)
+
+
+@app.command("supervise-tiers", hidden=True)
+def supervise_tiers(config_json: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Start and watch vLLM tiers for multi-worker serving (run by ``serve``; see gateway/workers.py)."""
+    from gateway.config import GatewayConfig
+    from gateway.workers import supervise_tiers as run
+
+    cfg = GatewayConfig.model_validate_json(config_json.read_text())
+    setup_logging(cfg.server.log_level)
+    asyncio.run(run(cfg))
 
 
 @app.command("show-config")

@@ -246,6 +246,9 @@ class ServerConfig(_Strict):
     public_health_details: bool | None = Field(default=None, description="show tier URLs, circuit state and "
                                                "the ledger backlog on /health to callers without an admin "
                                                "key; default: only while auth is off")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(default=1, description="gateway processes "
+                                                                   "on the one port (gateway/workers.py); auto: "
+                                                                   "the CPUs this container may use")
     runtime_poll_s: float = Field(default=1.0, gt=0, description="how often replicas check for runtime changes")
     # Measured (benchmarks/gateway_overhead.py, held-concurrency run): with Python's (700, 10, 10)
     # and 1,000 requests in flight, full collections ran ~20 times a minute at 0.1-0.25 s each,

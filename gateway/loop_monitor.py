@@ -36,7 +36,7 @@ class LoopMonitor:
                              "(any hold of the loop longer than the sampling interval shows here)",
                              buckets=LAG_BUCKETS, registry=registry)
         self.max_lag = Gauge("tierwise_event_loop_lag_max_seconds", "Longest event-loop lag since start",
-                             registry=registry)
+                             registry=registry, multiprocess_mode="max")
         self.gc_pause = Histogram("tierwise_gc_pause_seconds", "Duration of garbage collections, per generation",
                                   ["generation"], buckets=LAG_BUCKETS, registry=registry)
         self._gc_children = [self.gc_pause.labels(str(g)) for g in range(3)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 if TYPE_CHECKING:
     from gateway.ledger.booking import RequestRecord
@@ -76,16 +77,18 @@ class GatewayMetrics:
                               buckets=LATENCY_BUCKETS, registry=self.registry)
         self.route_score = Histogram("tierwise_route_score", "Router scores of auto requests",
                                      buckets=[i / 10 for i in range(1, 11)], registry=self.registry)
-        self.tier_up = Gauge("tierwise_tier_up", "1 if the tier is ready", ["tier"], registry=self.registry)
+        # multiprocess_mode: how gauges combine over worker processes (server.workers; see process_exiting).
+        self.tier_up = Gauge("tierwise_tier_up", "1 if the tier is ready", ["tier"], registry=self.registry,
+                             multiprocess_mode="mostrecent")
         self.shadow_pairs = Counter("tierwise_shadow_pairs", "Student answers re-asked of the teacher",
                                     registry=self.registry)
         self.shadow_agreement = Gauge("tierwise_shadow_agreement", "Rolling student/teacher agreement",
-                                      registry=self.registry)
+                                      registry=self.registry, multiprocess_mode="mostrecent")
         self.drift_alarm = Gauge("tierwise_drift_alarm", "1 while rolling agreement is below the floor",
-                                 registry=self.registry)
+                                 registry=self.registry, multiprocess_mode="max")
         self.threshold_shift = Gauge("tierwise_route_threshold_shift",
                                      "Shift applied to the routing threshold by the drift monitor",
-                                     registry=self.registry)
+                                     registry=self.registry, multiprocess_mode="mostrecent")
         self.key_store_reads = Counter("tierwise_key_store_reads", "Reads of the API keys from the database "
                                        "(TTL refreshes and lookups of unknown keys)", registry=self.registry)
         self.auth_failures = Counter("tierwise_auth_failures", "Requests refused with 401 (not booked in the "
@@ -99,8 +102,9 @@ class GatewayMetrics:
         self.band_checks = Counter("tierwise_competence_band_checks", "Requests in the competence gate's uncertain "
                                    "band asked of the near tier first: kept (it was confident) or escalated to the "
                                    "out-of-scope tier", ["outcome"], registry=self.registry)
-        self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger",
-                                    registry=self.registry)
+        self.ledger_backlog = Gauge("tierwise_ledger_backlog_rows", "Rows not yet committed to the ledger "
+                                    "(summed over live workers, each as of its last scrape)",
+                                    registry=self.registry, multiprocess_mode="livesum")
 
     def _tenant_children(self, dimension: str, label: str) -> tuple:
         """The three labelled counters of one (dimension, value), looked up once (``labels()`` costs
@@ -151,3 +155,24 @@ class GatewayMetrics:
                 self.band_checks.labels("escalated" if record.escalated else "kept").inc()
             else:
                 (self.cascade_escalations if record.escalated else self.cascade_accepted).inc()
+
+
+def multiprocess_dir() -> str | None:
+    """The directory prometheus-client shares values through when the gateway runs several
+    worker processes (``gateway.workers``); None in a single process."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition: this process's registry, or the sum over every worker's files."""
+    if multiprocess_dir() is None:
+        return generate_latest(registry)
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)
+    return generate_latest(combined)
+
+
+def process_exiting() -> None:
+    """A worker is stopping: its ``live*`` gauges leave the aggregate."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())

@@ -8,6 +8,7 @@ lower layers never import the web layer and the state never imports back into au
 from __future__ import annotations
 
 from fastapi import Depends, Request
+from fastapi.responses import Response
 
 from gateway.auth.keys import ApiKey
 from gateway.entrypoints.engine.serving import SamplingServing
@@ -24,19 +25,18 @@ async def get_state(request: Request) -> GatewayState:
     return request.app.state.tierwise
 
 
-async def chat_serving(request: Request) -> SamplingServing:
-    """The ``/v1/chat/completions`` serving object, built by the lifespan."""
-    return request.app.state.serving_chat
+async def serve_sampling(request: Request, serving: str) -> Response:
+    """Authenticate the caller and hand the request to the serving object ``app.state.<serving>``.
 
-
-async def completion_serving(request: Request) -> SamplingServing:
-    """The ``/v1/completions`` serving object, built by the lifespan."""
-    return request.app.state.serving_completion
-
-
-async def embedding_serving(request: Request) -> SamplingServing:
-    """The ``/v1/embeddings`` serving object, built by the lifespan."""
-    return request.app.state.serving_embedding
+    The three inference routes (chat, completions, embeddings) resolve what they need here, by
+    hand, instead of through ``Depends``: FastAPI's dependency solving was ~12 % of the gateway's
+    CPU per proxied request (benchmarks/gateway_overhead.py, A/B in one run). It is the same
+    two steps as ``Depends(caller)`` and a serving dependency, in the same order.
+    """
+    state = request.app.state
+    key = await state.tierwise.auth.authenticate(request)
+    handler: SamplingServing = getattr(state, serving)
+    return await handler.handle(request, key)
 
 
 async def admin_serving(request: Request):

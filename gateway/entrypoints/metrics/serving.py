@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import generate_latest
-
+from gateway.metrics import render
 from gateway.state import GatewayState
 
 
@@ -12,4 +11,4 @@ def render_metrics(state: GatewayState) -> bytes:
     for tier in state.tiers:
         state.metrics.tier_up.labels(tier.name).set(1 if tier.is_ready else 0)
     state.metrics.ledger_backlog.set(state.ledger.backlog)
-    return generate_latest(state.metrics.registry)
+    return render(state.metrics.registry)

@@ -143,3 +143,19 @@ async def test_a_long_prompt_is_routed_off_the_event_loop(stub, tmp_path):
                 "model": "auto", "max_tokens": 2, "messages": [{"role": "user", "content": text}]})
             assert response.status_code == 200, response.text
     assert threads[0] == threading.get_ident() != threads[1]  # the loop's thread, then a worker's
+
+
+async def test_gc_thresholds_are_set_after_start_up_and_the_loop_lag_is_exported(stub, tmp_path):
+    import gc
+
+    previous = gc.get_threshold()
+    config = stub_config(stub.url, f"sqlite:///{tmp_path / 'ledger.db'}", state_dir=str(tmp_path))
+    config["server"] = {**config.get("server", {}), "gc_thresholds": [12_345, 6, 7]}
+    try:
+        async with running_app(config) as (_, client):
+            assert gc.get_threshold() == (12_345, 6, 7)
+            metrics = (await client.get("/metrics")).text
+            assert "tierwise_event_loop_lag_seconds_count" in metrics
+            assert "tierwise_gc_pause_seconds_count" in metrics
+    finally:
+        gc.set_threshold(*previous)
