@@ -246,7 +246,7 @@ def plot(result: dict, path: Path) -> None:
     columns = [n for n in ("current", "baseline", "workers2", "litellm") if n in next(iter(held.values()))]
     for i, name in enumerate(columns):
         ax2.bar([j + i * 0.2 for j in range(len(held))], [held[c][name]["added_p99_ms"] for c in held], 0.2, label=name)
-    ax2.set_xticks([j + 0.25 for j in range(len(held))], list(held))
+    ax2.set_xticks([j + 0.1 * (len(columns) - 1) for j in range(len(held))], list(held))
     ax2.set_ylabel("p99 added over direct (ms)")
     ax2.set_title(f"{HELD_DELAY_S:g} s upstream, many open clients")
     ax2.legend()
