@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.ledger.db_errors import describe, is_transient
 from gateway.ledger.dead_letters import DeadLetters
+from gateway.ledger.driver_insert import DriverInsert
 from gateway.ledger.rows import storable, text_limits
 from gateway.ledger.schema import requests_table
 
@@ -62,6 +63,8 @@ class LedgerWriter:
         self._task: asyncio.Task | None = None
         self._db_lock = threading.Lock()
         self._insert_stmt = self._statement()
+        self._driver_insert = (DriverInsert(engine, requests_table, self._insert_stmt)
+                               if DriverInsert.supported(engine) else None)
         self._text_limits = text_limits(requests_table)
         self.inline_ok = engine.dialect.name == "sqlite"
         self._writing = False
@@ -242,4 +245,7 @@ class LedgerWriter:
 
     def _execute(self, rows: list[dict]) -> None:
         with self._db_lock, self.engine.begin() as conn:
-            conn.execute(self._insert_stmt, rows)
+            if self._driver_insert is not None:
+                self._driver_insert.execute(conn, rows)
+            else:
+                conn.execute(self._insert_stmt, rows)

@@ -113,3 +113,34 @@ async def test_commit_inline_books_a_lone_row_on_an_idle_sqlite_ledger(url, tmp_
     assert writer.commit_inline() and done.done()
     assert [r["request_id"] for r in ledger_rows(url)] == ["inline"]
     await writer.stop()
+
+
+def test_the_driver_insert_stores_what_sqlalchemy_would(url, tmp_path):
+    """SQLite rows go in through the compiled statement and the driver's executemany
+    (``ledger/driver_insert.py``); read back, each equals the same row inserted by SQLAlchemy."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from gateway.ledger.driver_insert import DriverInsert
+
+    engine = make_engine(url)
+    writer = LedgerWriter(engine, state_dir=tmp_path)
+    assert writer._driver_insert is not None
+    stamp = datetime(2026, 11, 28, 17, 5, 4, 120, tzinfo=UTC)
+    varied = {"ts": stamp, "stream": True, "escalated": False, "route_score": 0.25, "user": "Zoë ✓",
+              "api_key_id": "key_1", "cascade_confidence": None, "price_per_hour": 0.2}
+    lacking = {k: v for k, v in sample_row("x").items() if k not in ("attempts", "cost")}  # defaults apply
+    with engine.begin() as conn:
+        writer._driver_insert.execute(conn, [sample_row("driver-1", **varied), {**lacking, "request_id": "driver-2"}])
+        conn.execute(requests_table.insert(), [sample_row("sa-1", **varied)])
+        conn.execute(requests_table.insert(), [{**lacking, "request_id": "sa-2"}])
+    with engine.connect() as conn:
+        rows = {r.request_id: r._asdict() for r in conn.execute(sa.select(requests_table))}
+    for ours, theirs in (("driver-1", "sa-1"), ("driver-2", "sa-2")):
+        a, b = dict(rows[ours]), dict(rows[theirs])
+        for row in (a, b):
+            row.pop("id"), row.pop("request_id")
+        assert a == b
+    assert rows["driver-1"]["ts"].replace(tzinfo=UTC) == stamp and rows["driver-2"]["attempts"] == 1
+    assert DriverInsert.supported(engine) and "ON CONFLICT" in writer._driver_insert.sql.upper()
