@@ -96,6 +96,8 @@ def split_tiers(config: GatewayConfig, pick_port) -> tuple[GatewayConfig | None,
         url = RemoteServer(base_url=f"http://{host.vllm.host}:{host.vllm.port}/v1", upstream_model=tier.model_name,
                            max_model_len=host.vllm.max_model_len, continuous_usage=True)
         workers_list.append(tier.model_copy(update={"vllm": None, "served_by": None, "url": url}))
+    # The supervisor only runs processes: fallbacks name tiers it does not hold.
+    managed = [t.model_copy(update={"fallbacks": []}) for t in managed]
     supervisor = config.model_copy(update={"model_list": managed, "teacher": managed[0].model_name})
     return supervisor, config.model_copy(update={"model_list": workers_list})
 

@@ -29,11 +29,24 @@ ADMIN = "tw-admin-for-worker-tests"
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 4}
 
 
+def processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, full command line) of every process, from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            out.append((int(entry.name), int(stat[stat.rindex(")") + 2:].split()[1]), args))
+    return out
+
+
 def children(pid: int) -> list[str]:
     """Command lines of the live descendants of ``pid``."""
-    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
-    rows = [line.split(None, 2) for line in out.splitlines()]
-    tree, todo = [], [str(pid)]
+    rows = processes()
+    tree, todo = [], [pid]
     while todo:
         parent = todo.pop()
         for child, ppid, args in rows:
@@ -128,7 +141,9 @@ def test_vllm_tiers_are_reached_by_url_at_fixed_ports(stub) -> None:
         {"model_name": "adapter", "role": "student", "price": {"input_per_million": 1, "output_per_million": 1},
          "served_by": "base"},
     ]
+    raw["model_list"][1]["fallbacks"] = ["teacher"]
     supervisor, workers = split_tiers(parse_config(raw), lambda: 8123)
+    parse_config(supervisor.model_dump(mode="json"))  # valid on its own (the supervisor process loads it)
     assert [t.model_name for t in supervisor.model_list] == ["base", "adapter"]
     assert supervisor.tier("base").vllm.port == 8123
     by_name = {t.model_name: t for t in workers.model_list}
@@ -157,3 +172,43 @@ def test_a_vllm_tier_starts_once_for_two_workers(stub, tmp_path):
     time.sleep(1)
     assert not [c for c in children(gw.proc.pid) if "vllm" in c]
     assert subprocess.run(["pgrep", "-f", str(Path(str(layer_dropped(6))))], capture_output=True).stdout == b""
+
+
+def test_a_killed_worker_is_replaced_and_every_answer_has_its_row(tmp_path):
+    slow = start_stub(tmp_path, tokens=16, token_delay_ms=20)  # ~0.3 s answers: some in flight at the kill
+    db = tmp_path / "ledger.db"
+    gw = start_gateway(stub_config(slow.url, f"sqlite:///{db}", server={"workers": 2}), tmp_path, timeout_s=120)
+    answered: list[str] = []
+
+    async def load_with_a_kill() -> None:
+        async def one(client: httpx.AsyncClient) -> None:
+            try:
+                reply = await client.post(gw.url + "/v1/chat/completions", json=CHAT)
+            except httpx.TransportError:
+                return  # in flight on the killed worker: no answer, so no row is owed
+            if reply.status_code == 200:
+                answered.append(reply.headers["x-request-id"])
+
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=16)) as client:
+            first = asyncio.ensure_future(asyncio.gather(*(one(client) for _ in range(60))))
+            await asyncio.sleep(0.5)
+            victim = next(pid for pid, args in worker_pids(gw.proc.pid) if "spawn_main" in args)
+            subprocess.run(["kill", "-9", str(victim)], check=True)
+            await first
+            await asyncio.gather(*(one(client) for _ in range(40)))  # served again, by both workers
+
+    try:
+        asyncio.run(load_with_a_kill())
+        deadline = time.time() + 30
+        while len([a for _, a in worker_pids(gw.proc.pid) if "spawn_main" in a]) < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        assert len([a for _, a in worker_pids(gw.proc.pid) if "spawn_main" in a]) == 2  # replaced
+    finally:
+        gw.stop()
+        slow.stop()
+    booked = {r[0] for r in sqlite3.connect(db).execute("select request_id from ledger_requests")}
+    assert len(answered) >= 80 and set(answered) <= booked
+
+
+def worker_pids(pid: int) -> list[tuple[int, str]]:
+    return [(child, args) for child, ppid, args in processes() if ppid == pid]
