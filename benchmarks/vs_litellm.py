@@ -67,8 +67,7 @@ def start_litellm(upstream_v1: str, tmp: Path) -> ServerProcess:
     return ServerProcess(proc, url, log)
 
 
-def start_ours(upstream_v1: str, tmp: Path, max_model_len: int | None = None,
-               gc_thresholds: list[int] | None = None) -> tuple[ServerProcess, str]:
+def start_ours(upstream_v1: str, tmp: Path, max_model_len: int | None = None) -> tuple[ServerProcess, str]:
     """The gateway with auth, the trained router (if shipped) and the ledger on; returns it and a key."""
     from gateway.auth.keys import KeyStore
     from gateway.ledger.schema import make_engine
@@ -82,7 +81,7 @@ def start_ours(upstream_v1: str, tmp: Path, max_model_len: int | None = None,
                              {"model_name": "student", "role": "student", "price": price, "url": url}],
               "router": ({"policy": "trained", "artifact": str(artifact)} if artifact.exists()
                          else {"policy": "fixed", "default_tier": "student"}),
-              "ledger": {"url": db}, "auth": {"enabled": True}, "server": {"log_level": "warning", "gc_thresholds": gc_thresholds}}
+              "ledger": {"url": db}, "auth": {"enabled": True}, "server": {"log_level": "warning"}}
     return start_gateway(config, tmp, timeout_s=60), secret
 
 
