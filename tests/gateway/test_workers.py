@@ -165,6 +165,13 @@ def test_a_vllm_tier_starts_once_for_two_workers(stub, tmp_path):
         servers = [c for c in children(gw.proc.pid) if "vllm.entrypoints" in c]
         assert len(servers) == 1, children(gw.proc.pid)
         server_pids = [pid for pid, _, args in processes() if "vllm.entrypoints" in args and args in servers]
+        # Each worker learns from its own health probe that the vLLM tier is up; until both have,
+        # a request on the other falls back to the teacher (by design). Wait for that, bounded.
+        deadline = time.time() + 60
+        while time.time() < deadline and not all(
+                httpx.post(gw.url + "/v1/chat/completions", json={**CHAT, "model": "student"},
+                           timeout=120).headers.get("x-tierwise-tier") == "student" for _ in range(6)):
+            time.sleep(1)
         for _ in range(4):  # served by both workers in turn, through the one vLLM process
             reply = httpx.post(gw.url + "/v1/chat/completions", json={**CHAT, "model": "student"}, timeout=120)
             assert reply.status_code == 200 and reply.headers["x-tierwise-tier"] == "student", reply.text
