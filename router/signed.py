@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio
+# skops builds its trusted-type list at import by listing scikit-learn's estimators, which walks
+# (imports) every scikit-learn package, its array-API shim for torch included: with torch in the
+# venv that pulled torch into the gateway (+1 s at start-up, +~300 MB RSS) though nothing here
+# uses it. Hiding that one shim for the walk (an ImportError it skips) keeps torch out; the shim
+# imports normally afterwards for anyone who does pass torch arrays to scikit-learn.
+_TORCH_SHIM = "sklearn.externals.array_api_compat.torch"
+_hide_shim = _TORCH_SHIM not in sys.modules
+if _hide_shim:
+    sys.modules[_TORCH_SHIM] = None  # type: ignore[assignment]
+try:
+    import skops.io as sio
+finally:
+    if _hide_shim and sys.modules.get(_TORCH_SHIM, 0) is None:
+        del sys.modules[_TORCH_SHIM]
 
 DIGEST_MEMBER = "tierwise-digest.sha256"
 

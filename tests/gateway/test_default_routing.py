@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import random
+from pathlib import Path
 
 import pytest
 
@@ -99,5 +100,8 @@ def test_conversations_route_the_same_through_the_gateway(stub, tmp_path):
             reply = httpx.post(gateway.url + "/v1/chat/completions", timeout=60,
                                json={"model": "auto", "messages": conversation, "max_tokens": 4})
             assert reply.status_code == 200 and reply.headers["x-tierwise-tier"] == whole, conversation
+        # Loading the chain's skops artifacts must not drag torch into the gateway (router/signed.py).
+        maps = (Path("/proc") / str(gateway.proc.pid) / "maps").read_text()
+        assert "libtorch" not in maps, "torch got loaded into the gateway process"
     finally:
         gateway.stop()
