@@ -36,7 +36,8 @@ def free_port() -> int:
 
 
 def wait_until(check, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    deadline = start + timeout_s
     last = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -48,7 +49,8 @@ def wait_until(check, timeout_s: float, what: str, proc: subprocess.Popen | None
                 return last
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        # Most servers here are ready within seconds: poll often at first, gently later (vLLM).
+        time.sleep(0.05 if time.monotonic() - start < 10 else 0.5)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
     raise TimeoutError(f"{what} not ready after {timeout_s} s (last: {last})\n{tail}")
 
