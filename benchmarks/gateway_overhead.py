@@ -11,7 +11,9 @@ same venv) beside the current one in every section.
   and requests/s vs calling the stub directly, at concurrency 1 (paired requests: added
   p50/p99), 32 and 64, non-streamed; and the stub's own CPU per request for scale.
 * ``stream_chunk``: CPU per relayed chunk: a paced stub (1 ms a token) streams 16 and 256
-  tokens; the difference in CPU per request over 240 chunks.
+  tokens; the difference in CPU per request over 240 chunks. ``burst``: the same from an
+  unpaced stub, whose events reach the gateway several at a time (they are relayed as one
+  write, see ``Tier.stream_blocks``).
 * ``held``: the shape of LLM traffic: the stub answers after 1.5 s; 500 and 1,000 closed-loop
   clients; throughput, p50/p99 and what the gateway adds to them, RSS, the event loop's lag
   and GC pauses (from the gateway's own /metrics); LiteLLM's proxy side by side.
@@ -133,26 +135,32 @@ async def cpu_section(stub: ServerProcess, gateways: list[Gateway], n: int, pair
     return out
 
 
-async def chunk_section(stub_short: ServerProcess, stub_long: ServerProcess, gateways_by_stub: dict,
-                        n: int) -> dict:
-    """CPU per relayed chunk from two paced stubs (16 and 256 tokens, 1 ms apart)."""
+async def chunk_section(stubs: dict, gateways_by_stub: dict, n: int) -> dict:
+    """CPU per relayed chunk: 16 vs 256 tokens, from paced stubs (1 ms apart) and unpaced ones."""
     texts = prompts(200)
     out: dict = {}
-    for name, pair in gateways_by_stub.items():
-        per_request, stub_per_request = {}, {}
-        for tokens, (stub, gw) in zip((16, 256), pair):
-            body = bodies("auto", texts, stream=True, max_tokens=tokens)
-            await run_load(gw.url, body, 8, 40, headers=gw.headers)
-            runs = [await measured(gw.url, body, 16, n, gw.headers, gw.server.proc.pid, stub.proc.pid)
-                    for _ in range(3)]
-            per_request[tokens] = sorted(r["gateway_cpu_us_per_request"] for r in runs)[1]  # median of 3
-            stub_per_request[tokens] = sorted(r["stub_cpu_us_per_request"] for r in runs)[1]
-        out[name] = {"cpu_us_per_request_16_tokens": per_request[16],
-                     "cpu_us_per_request_256_tokens": per_request[256],
-                     "cpu_us_per_chunk": round((per_request[256] - per_request[16]) / 240, 2),
-                     # for scale: what the stub itself (Starlette, writing each event) spends per chunk
-                     "stub_cpu_us_per_chunk": round((stub_per_request[256] - stub_per_request[16]) / 240, 2)}
-        log(f"stream chunk {name}: {out[name]['cpu_us_per_chunk']} us/chunk")
+    for name, pairs in gateways_by_stub.items():
+        out[name] = {}
+        for pacing, (stub_short, stub_long) in stubs.items():
+            per_request, stub_per_request = {}, {}
+            for tokens, stub, gw in ((16, stub_short, pairs[pacing][0]), (256, stub_long, pairs[pacing][1])):
+                body = bodies("auto", texts, stream=True, max_tokens=tokens)
+                await run_load(gw.url, body, 8, 40, headers=gw.headers)
+                runs = [await measured(gw.url, body, 16, n, gw.headers, gw.server.proc.pid, stub.proc.pid)
+                        for _ in range(3)]
+                per_request[tokens] = sorted(r["gateway_cpu_us_per_request"] for r in runs)[1]  # median of 3
+                stub_per_request[tokens] = sorted(r["stub_cpu_us_per_request"] for r in runs)[1]
+            figures = {"cpu_us_per_request_16_tokens": per_request[16],
+                       "cpu_us_per_request_256_tokens": per_request[256],
+                       "cpu_us_per_chunk": round((per_request[256] - per_request[16]) / 240, 2),
+                       # for scale: what the stub itself (Starlette, writing each event) spends per chunk
+                       "stub_cpu_us_per_chunk": round((stub_per_request[256] - stub_per_request[16]) / 240, 2)}
+            if pacing == "paced":
+                out[name].update(figures)
+            else:
+                out[name][pacing] = figures
+        log(f"stream chunk {name}: {out[name]['cpu_us_per_chunk']} us/chunk paced, "
+            f"{out[name]['burst']['cpu_us_per_chunk']} us/chunk burst")
     return out
 
 
@@ -313,18 +321,20 @@ async def sections(tmp: Path, roots: dict, args, n: int, held_c: list[int]) -> d
         for gw in gateways:
             gw.stop()
         stub.stop()
-    short, long = start_stub(tmp, tokens=16, token_delay_ms=1), start_stub(tmp, tokens=256, token_delay_ms=1)
-    pairs = {name: (Gateway(name, root, short.url + "/v1", tmp), Gateway(name, root, long.url + "/v1", tmp))
-             for name, root in roots.items()}
+    stubs = {pacing: (start_stub(tmp, tokens=16, token_delay_ms=delay), start_stub(tmp, tokens=256, token_delay_ms=delay))
+             for pacing, delay in (("paced", 1), ("burst", 0))}
+    pairs = {name: {pacing: (Gateway(name, root, short.url + "/v1", tmp), Gateway(name, root, long.url + "/v1", tmp))
+                    for pacing, (short, long) in stubs.items()} for name, root in roots.items()}
     try:
-        out["stream_chunk"] = await chunk_section(short, long, {k: ((short, a), (long, b)) for k, (a, b) in
-                                                                 pairs.items()}, max(60, n // 10))
+        out["stream_chunk"] = await chunk_section(stubs, pairs, max(60, n // 10))
     finally:
-        for a, b in pairs.values():
-            a.stop()
-            b.stop()
-        short.stop()
-        long.stop()
+        for by_pacing in pairs.values():
+            for a, b in by_pacing.values():
+                a.stop()
+                b.stop()
+        for short, long in stubs.values():
+            short.stop()
+            long.stop()
     stub = start_stub(tmp, tokens=16, token_delay_ms=HELD_DELAY_S * 1000 / 16)
     gateways = [Gateway(name, root, stub.url + "/v1", tmp) for name, root in roots.items()]
     if args.workers:  # this checkout with 1 and with 2 worker processes, both on Redis limits

@@ -230,12 +230,12 @@ class CascadeTier:
 
     # -- the two ways to answer ------------------------------------------------------------
     async def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
-        """SSE events of the chosen answer, as a tier's ``stream`` yields them."""
+        """SSE events of the chosen answer, as a tier's ``stream`` yields them (the teacher's in blocks)."""
         keep = self._client_logprobs(endpoint, body)
         student_events, held = await self._open_student(endpoint, body)
         if student_events is None:
             options = {**(body.get("stream_options") or {}), **self.teacher.stream_usage_options()}
-            teacher_events = self.teacher.stream(endpoint, {**body, "stream_options": options})
+            teacher_events = self.teacher.stream_blocks(endpoint, {**body, "stream_options": options})
             try:
                 async for event in teacher_events:
                     yield event
@@ -254,6 +254,10 @@ class CascadeTier:
                 yield self._clean(event, _parse(event), keep)
         finally:
             await student_events.aclose()
+
+    def stream_blocks(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
+        """``Tier.stream_blocks``: the teacher's blocks are passed on whole, the student's one event each."""
+        return self.stream(endpoint, body)
 
     async def complete(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
         """A whole answer: the student's (assembled from its stream) or the teacher's reply."""

@@ -21,7 +21,7 @@ import aiohttp
 from gateway import fastjson
 from gateway.config import TierConfig
 from gateway.errors import GatewayError, upstream_error
-from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamReply
+from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamReply, split_events
 
 log = logging.getLogger("gateway.tiers")
 
@@ -123,6 +123,12 @@ class OpenAIHTTPTier(Tier):
         return UpstreamReply(content=content, data=data)
 
     async def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
+        async for block in self.stream_blocks(endpoint, body):
+            for event in split_events(block):
+                yield event
+
+    async def stream_blocks(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
+        """Every complete event of each read from the server, as one block (see ``Tier.stream_blocks``)."""
         url = self.base_url + PATHS[endpoint]
         try:
             resp = await self.client.post(url, data=self._payload(body), headers=self.headers, timeout=self.timeout)
@@ -136,12 +142,10 @@ class OpenAIHTTPTier(Tier):
             buffer = b""
             async for chunk in resp.content.iter_any():
                 buffer += chunk
-                while True:
-                    cut = buffer.find(b"\n\n")
-                    if cut < 0:
-                        break
-                    event, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-                    yield event
+                cut = buffer.rfind(b"\n\n")
+                if cut >= 0:
+                    block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+                    yield block
             if buffer.strip():
                 yield buffer + b"\n\n"
             complete = True
@@ -154,3 +158,4 @@ class OpenAIHTTPTier(Tier):
                 resp.release()
             else:
                 resp.close()
+

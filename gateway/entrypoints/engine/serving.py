@@ -33,7 +33,7 @@ from gateway.config import GatewayConfig
 from gateway.entrypoints.engine.capture import take_capture_logprobs, with_capture_logprobs
 from gateway.entrypoints.engine.body import read_json_object
 from gateway.entrypoints.engine.protocol import SamplingRequest
-from gateway.entrypoints.engine.streaming import inspect_chunk
+from gateway.entrypoints.engine.streaming import forward_block
 from gateway.errors import (CLIENT_CLOSED_REQUEST, GatewayError, database_unavailable, from_validation_error,
                             internal_error, model_not_found, tier_unavailable, unhandled_errors, unsupported_by_tier,
                             upstream_error)
@@ -306,7 +306,7 @@ class SamplingServing:
         for i, tier in enumerate(tiers):
             record.attempts += 1
             options = {**(body.get("stream_options") or {}), **tier.stream_usage_options()}
-            events = tier.stream(self.endpoint, {**body, "stream_options": options})
+            events = tier.stream_blocks(self.endpoint, {**body, "stream_options": options})
             try:
                 first = await anext(events)
             except StopAsyncIteration:
@@ -326,7 +326,7 @@ class SamplingServing:
 
     async def _relay(self, first: bytes, events: AsyncIterator[bytes], body: dict, parsed: SamplingRequest,
                      record: RequestRecord, gateway_asked_continuous: bool) -> AsyncIterator[bytes]:
-        """Pass events through one by one, reading usage on the way.
+        """Pass events through as they come (a block of them in one write), reading usage on the way.
 
         Usage the client did not ask for is taken out (the gateway always asks the tier for
         it). Until the tier reports usage, the relayed text is counted, so a stream cut
@@ -338,15 +338,14 @@ class SamplingServing:
         relayed = RelayedTokens()
         finished = False
         try:
-            event: bytes | None = first
-            while event is not None:
-                if b"[DONE]" in event and event.strip().replace(b" ", b"") == b"data:[DONE]":
+            block: bytes | None = first
+            while block is not None:
+                out, done = forward_block(block, record, wants_final, gateway_asked_continuous, relayed)
+                if out:
+                    yield out
+                if done:
                     break
-                if b'"usage"' in event or record.texts is not None or record.usage_source is None:
-                    event = inspect_chunk(event, record, wants_final, gateway_asked_continuous, relayed)
-                if event is not None:
-                    yield event
-                event = await anext(events, None)
+                block = await anext(events, None)
             record.take_counted(relayed, lambda: estimate_prompt_tokens(body))
             await self.booking.book(record)
             finished = True

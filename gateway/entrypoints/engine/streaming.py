@@ -9,7 +9,34 @@ from __future__ import annotations
 from gateway import fastjson
 from gateway.answer_text import choice_text
 from gateway.ledger.booking import RequestRecord
+from gateway.tiers.base import split_events
 from gateway.tiers.stream_usage import RelayedTokens
+
+
+def _is_done(event: bytes) -> bool:
+    return b"[DONE]" in event and event.strip().replace(b" ", b"") == b"data:[DONE]"
+
+
+def forward_block(block: bytes, record: RequestRecord, wants_final: bool, strip_running_usage: bool,
+                  relayed: RelayedTokens) -> tuple[bytes, bool]:
+    """What to send the client of a block of events (one write), and whether ``[DONE]`` came.
+
+    A block that needs no reading (no usage in it, no text kept, usage already reported) is
+    forwarded as it is; otherwise each event goes through :func:`inspect_chunk`. ``[DONE]`` is
+    not forwarded: the relay books the row first and then sends its own.
+    """
+    if (b"[DONE]" not in block and b'"usage"' not in block and record.texts is None
+            and record.usage_source is not None):
+        return block, False
+    kept = []
+    for event in split_events(block):
+        if _is_done(event):
+            return b"".join(kept), True
+        if b'"usage"' in event or record.texts is not None or record.usage_source is None:
+            event = inspect_chunk(event, record, wants_final, strip_running_usage, relayed)
+        if event is not None:
+            kept.append(event)
+    return b"".join(kept), False
 
 
 def inspect_chunk(event: bytes, record: RequestRecord, wants_final: bool, strip_running_usage: bool,

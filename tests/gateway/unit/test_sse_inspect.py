@@ -96,3 +96,48 @@ def test_events_that_are_not_json_objects_pass_through_untouched(event):
     booked = record()
     forwarded, relayed = inspect(event, booked, wants_final=False)
     assert forwarded == event and booked.usage_source is None and relayed.content_chunks == 0
+
+
+# -- blocks: several events that arrived together are forwarded in one write (issue #17) ------
+
+def forward(block: bytes, rec, *, wants_final: bool, strip_running_usage: bool = False, relayed=None):
+    from gateway.tiers.stream_usage import RelayedTokens
+
+    relayed = relayed if relayed is not None else RelayedTokens()
+    return _module(STREAMING).forward_block(block, rec, wants_final, strip_running_usage, relayed), relayed
+
+
+def test_a_block_is_what_its_events_one_by_one_would_have_sent():
+    usage_final = {"id": "c1", "choices": [], "usage": USAGE}
+    running = {**CONTENT, "usage": USAGE}
+    events = [sse(CONTENT), sse(running), sse(usage_final)]
+    one_by_one = record()
+    expected = b"".join(e for e in (inspect(ev, one_by_one, wants_final=False, strip_running_usage=True)[0]
+                                    for ev in events) if e is not None)
+    rec = record()
+    (out, done), _ = forward(b"".join(events), rec, wants_final=False, strip_running_usage=True)
+    assert not done and out == expected
+    assert b'"usage"' not in out and out.count(b"hello there") == 2  # running and final usage taken out
+    assert rec.usage_source == one_by_one.usage_source and rec.completion_tokens == 3
+
+
+def test_done_ends_the_block_and_is_not_forwarded():
+    rec = record()
+    (out, done), relayed = forward(sse(CONTENT) + b"data: [DONE]\n\n", rec, wants_final=True)
+    assert done and out == sse(CONTENT)
+    assert relayed.content_chunks == 1  # counted while the tier has reported no usage
+
+
+def test_a_block_needing_no_reading_is_forwarded_as_it_is():
+    rec = record()
+    rec.take_usage(USAGE)  # usage already reported, no text kept: nothing to read
+    block = sse(CONTENT) * 5
+    (out, done), relayed = forward(block, rec, wants_final=False)
+    assert out is block and not done and relayed.content_chunks == 0
+
+
+def test_split_events_keeps_each_terminator():
+    from gateway.tiers.base import split_events
+
+    assert split_events(sse(CONTENT)) == [sse(CONTENT)]
+    assert split_events(sse(CONTENT) + b"data: [DONE]\n\n") == [sse(CONTENT), b"data: [DONE]\n\n"]
