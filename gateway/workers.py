@@ -8,7 +8,9 @@ a worker that dies. What must stay one, stays one:
 * **vLLM tiers start once.** A tier supervisor process (``gateway supervise-tiers``) starts,
   health-checks and restarts the ``vllm:`` tiers on fixed ports; the workers reach them as
   ``url:`` tiers with the same names, prices and capabilities (an adapter tier, ``served_by``,
-  as its host's URL under its own model name).
+  as its host's URL under its own model name). If the supervisor itself dies, the parent
+  starts it again (its vLLM servers die with it; meanwhile requests fail over as for any
+  tier that is down).
 * **The ledger is migrated once**, by the parent before any worker starts. Each worker then has
   its own group-commit writer; request ids are unique and inserts skip a known id, so every
   request is booked exactly once (SQLite in WAL mode with a busy timeout, or Postgres).
@@ -32,6 +34,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import aiohttp
@@ -129,18 +133,63 @@ def serve_workers(config: GatewayConfig, workers: int) -> None:
     if supervisor_config is not None:
         path = state / "tier-supervisor-config.json"
         path.write_text(supervisor_config.model_dump_json())
-        supervisor = subprocess.Popen([sys.executable, "-m", "gateway", "supervise-tiers", str(path)])
+        supervisor = KeptAlive([sys.executable, "-m", "gateway", "supervise-tiers", str(path)], "tier supervisor")
     try:
         uvicorn.run("gateway.workers:worker_app", factory=True, workers=workers, host=config.server.host,
                     port=config.server.port, log_level=config.server.log_level, access_log=False, loop="uvloop",
                     http=HeaderTimeoutProtocol, timeout_graceful_shutdown=30, log_config=None)
     finally:
-        if supervisor is not None and supervisor.poll() is None:
-            supervisor.send_signal(signal.SIGTERM)
+        if supervisor is not None:
+            supervisor.stop()
+
+
+class KeptAlive:
+    """A child process started again whenever it exits, until :meth:`stop`.
+
+    Restarts back off (1 s, doubling to 30 s) while the child keeps dying within a minute of
+    starting, so a child that cannot start does not spin.
+    """
+
+    def __init__(self, command: list[str], what: str, max_backoff_s: float = 30.0) -> None:
+        self.command, self.what, self.max_backoff_s = command, what, max_backoff_s
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.process = subprocess.Popen(command)
+        self._watcher = threading.Thread(target=self._watch, name=f"keep-alive:{what}", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            backoff = backoff if time.monotonic() - started < 60 else 1.0
+            log.error("the %s exited with code %s; starting it again in %.0f s", self.what, code, backoff)
+            if self._stopping.wait(backoff):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.process = subprocess.Popen(self.command)
+                self.restarts += 1
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """SIGTERM the child (SIGKILL after ``timeout_s``); it is not started again."""
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
             try:
-                supervisor.wait(60)
+                process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                supervisor.kill()
+                process.kill()
+                process.wait()
+        self._watcher.join(5)
 
 
 def worker_app():

@@ -11,6 +11,7 @@ import asyncio
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,6 +176,23 @@ def test_a_vllm_tier_starts_once_for_two_workers(stub, tmp_path):
         for _ in range(4):  # served by both workers in turn, through the one vLLM process
             reply = httpx.post(gw.url + "/v1/chat/completions", json={**CHAT, "model": "student"}, timeout=120)
             assert reply.status_code == 200 and reply.headers["x-tierwise-tier"] == "student", reply.text
+
+        # The tier supervisor dies: its vLLM server goes with it, the parent starts both again,
+        # and meanwhile the student's requests are answered by its fallback.
+        supervisor = next(pid for pid, ppid, args in processes() if ppid == gw.proc.pid and "supervise-tiers" in args)
+        subprocess.run(["kill", "-9", str(supervisor)], check=True)
+        deadline, tiers = time.time() + 600, []
+        while time.time() < deadline:
+            reply = httpx.post(gw.url + "/v1/chat/completions", json={**CHAT, "model": "student"}, timeout=120)
+            assert reply.status_code == 200, reply.text
+            tiers.append(reply.headers["x-tierwise-tier"])
+            if tiers[-1] == "student":
+                break
+            time.sleep(1)
+        assert tiers[-1] == "student" and "teacher" in tiers, tiers
+        assert not Path(f"/proc/{supervisor}").exists()
+        server_pids += [pid for pid, _, args in processes() if "vllm.entrypoints" in args
+                        and args in children(gw.proc.pid)]
     finally:
         gw.stop()
     # Its own vLLM server is gone (other tests' servers of the same model may still run).
@@ -183,6 +201,34 @@ def test_a_vllm_tier_starts_once_for_two_workers(stub, tmp_path):
         time.sleep(0.5)
     assert not any(Path(f"/proc/{pid}").exists() for pid in server_pids)
 
+
+def test_a_child_that_dies_is_started_again_until_stopped():
+    from gateway.workers import KeptAlive
+
+    kept = KeptAlive([sys.executable, "-c", "import time; time.sleep(600)"], "sleeper")
+    first = kept.process.pid
+    try:
+        subprocess.run(["kill", "-9", str(first)], check=True)
+        deadline = time.time() + 15
+        while (kept.process.pid == first or kept.process.poll() is not None) and time.time() < deadline:
+            time.sleep(0.1)
+        assert kept.process.pid != first and kept.process.poll() is None and kept.restarts == 1
+    finally:
+        kept.stop(timeout_s=10)
+    assert kept.process.poll() is not None  # stopped, and not started again
+    time.sleep(1.5)
+    assert kept.restarts == 1
+
+
+def test_a_child_that_keeps_failing_is_restarted_with_backoff():
+    from gateway.workers import KeptAlive
+
+    kept = KeptAlive([sys.executable, "-c", "raise SystemExit(3)"], "failing child", max_backoff_s=30)
+    try:
+        time.sleep(4.5)  # restarts after 1 s, then 2 s more: the next waits 4 s
+        assert 1 <= kept.restarts <= 2, kept.restarts
+    finally:
+        kept.stop(timeout_s=10)
 
 
 def test_a_killed_worker_is_replaced_and_every_answer_has_its_row(tmp_path):
