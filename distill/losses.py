@@ -117,24 +117,37 @@ def sparse_topk_kl(
     temperature: float = 1.0,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """KD from a teacher seen only through its top-k logprobs (an API teacher).
+    """KD from a teacher seen only through its top-k logprobs (an API teacher, captured traffic).
 
     ``topk_ids``/``topk_logprobs``: ``(..., k)``; padding candidates have id ``-1``.
-    The teacher's top-k probabilities are renormalised to a distribution ``q`` over its
-    k candidates (temperature applied to the logprobs, which are logits up to a constant),
-    and the student's distribution is restricted and renormalised to the same k tokens:
-    ``T^2 * KL(q || p_s|topk)``. Zero when the student ranks those k tokens exactly like
-    the teacher; needs no full teacher distribution.
+    Both distributions are coarsened to the teacher's k candidates plus one bucket for every
+    other token (the teacher's bucket holds the probability its top-k leave over; the
+    student's, its full softmax's mass outside them), then tempered alike, and the loss is
+    ``T^2 * KL(teacher || student)`` over those k + 1 outcomes. It is zero when the student
+    gives the k tokens the teacher's probabilities, and, unlike a KL restricted to the k
+    tokens, it charges the student for mass it puts elsewhere: restricted, a student could
+    rank the k tokens right while its most likely token was one the teacher never proposed.
     """
     t = float(temperature)
     valid = topk_ids >= 0
     ids = topk_ids.clamp_min(0)
-    s = torch.gather(student_logits.float(), -1, ids) / t
-    s = s.masked_fill(~valid, float("-inf"))
-    q = (topk_logprobs.float() / t).masked_fill(~valid, float("-inf"))
-    log_q = F.log_softmax(q, dim=-1)
-    log_p = F.log_softmax(s, dim=-1)
-    per_pos = torch.where(valid, log_q.exp() * (log_q - log_p), torch.zeros_like(log_q)).sum(-1)
+    tiny = torch.finfo(torch.float32).tiny
+    z = student_logits.float()
+    log_z = torch.logsumexp(z, -1, keepdim=True)
+    log_p = (torch.gather(z, -1, ids) - log_z).masked_fill(~valid, float("-inf"))
+    # The student's mass outside the candidates, from its logits (1 - sum would cancel badly).
+    candidate = torch.zeros_like(z).scatter_reduce(-1, ids, valid.float(), reduce="amax") > 0
+    log_p_rest = torch.logsumexp(z.masked_fill(candidate, float("-inf")), -1, keepdim=True) - log_z
+    log_q = topk_logprobs.float().masked_fill(~valid, float("-inf"))
+    log_q_rest = (1.0 - log_q.exp().sum(-1, keepdim=True)).clamp_min(tiny).log()
+
+    def coarse(log_top: torch.Tensor, log_rest: torch.Tensor) -> torch.Tensor:
+        """k log-probabilities + the log of what they leave over, tempered and renormalised."""
+        return F.log_softmax(torch.cat([log_top, log_rest], -1) / t, dim=-1)
+
+    coarse_q, coarse_p = coarse(log_q, log_q_rest), coarse(log_p, log_p_rest)
+    per_pos = torch.where(coarse_q > float("-inf"), coarse_q.exp() * (coarse_q - coarse_p),
+                          torch.zeros_like(coarse_q)).sum(-1)
     if mask is not None:
         mask = mask.bool() & valid.any(-1)
     else:

@@ -78,13 +78,36 @@ def test_mask_excludes_positions():
 
 
 def test_sparse_topk_kl_by_hand():
-    # student over a 3-token vocab; teacher seen only through its top-2 (+ one padding slot)
-    student = torch.tensor([[0.0, 0.0, 5.0]])
+    # a uniform student over 4 tokens; the teacher seen through its top-2 (+ one padding slot),
+    # which leave 0.25 over: coarse teacher [0.5, 0.25 | 0.25], coarse student [0.25, 0.25 | 0.5]
+    student = torch.zeros(1, 4)
+    ids = torch.tensor([[0, 1, -1]])
+    lps = torch.tensor([[math.log(0.5), math.log(0.25), 0.0]])
+    want = 0.5 * math.log(2.0) + 0.25 * math.log(0.5)
+    assert losses.sparse_topk_kl(student, ids, lps).item() == pytest.approx(want, abs=1e-6)
+    # tempered alike (T = 2), times T^2
+    q = [x ** 0.5 for x in (0.5, 0.25, 0.25)]
+    p = [x ** 0.5 for x in (0.25, 0.25, 0.5)]
+    q, p = [x / sum(q) for x in q], [x / sum(p) for x in p]
+    want_t2 = 4 * sum(a * math.log(a / b) for a, b in zip(q, p))
+    assert losses.sparse_topk_kl(student, ids, lps, 2.0).item() == pytest.approx(want_t2, abs=1e-6)
+
+
+def test_sparse_topk_kl_is_zero_for_the_teachers_own_probabilities():
+    teacher = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
+    top = torch.log_softmax(teacher, -1).topk(3, dim=-1)
+    assert losses.sparse_topk_kl(teacher, top.indices, top.values).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.sparse_topk_kl(teacher, top.indices, top.values, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sparse_topk_kl_charges_mass_the_teacher_never_proposed():
     ids = torch.tensor([[0, 1, -1]])
     lps = torch.tensor([[math.log(0.25), math.log(0.75), 0.0]])
-    # restricted to tokens {0, 1} the student is [0.5, 0.5]: same numbers as FWD
-    assert losses.sparse_topk_kl(student, ids, lps).item() == pytest.approx(FWD, abs=1e-6)
-    assert losses.sparse_topk_kl(2 * student, ids, 2 * lps, 2.0).item() == pytest.approx(4 * FWD, abs=1e-5)
+    # both rank tokens 0 and 1 as the teacher does (1:3), but the second puts 98 % on token 2
+    right = torch.tensor([[math.log(0.25), math.log(0.75), -30.0]])
+    elsewhere = torch.tensor([[0.0, math.log(3.0), 5.0]])
+    assert losses.sparse_topk_kl(right, ids, lps).item() == pytest.approx(0.0, abs=1e-5)
+    assert losses.sparse_topk_kl(elsewhere, ids, lps).item() > 2.0
 
 
 def test_hidden_cosine():
