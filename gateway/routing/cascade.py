@@ -113,7 +113,7 @@ class _OwnBreakers:
 
 
 class CascadeTier:
-    """One request's cascade, shaped like a ``Tier`` for the serving code (``complete`` / ``stream``).
+    """One request's cascade, shaped like a ``Tier`` for the serving code (``complete`` / ``stream_blocks``).
 
     Its ``name`` is the student's until the decision, then the tier that answered; it is
     used for one request only (``outcome`` is that request's).
@@ -229,8 +229,9 @@ class CascadeTier:
             o.extra_completion_tokens = max(len(tokens), int((usage or {}).get("completion_tokens") or 0))
 
     # -- the two ways to answer ------------------------------------------------------------
-    async def stream(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
-        """SSE events of the chosen answer, as a tier's ``stream`` yields them (the teacher's in blocks)."""
+    async def stream_blocks(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
+        """The chosen answer as ``Tier.stream_blocks`` yields it: the teacher's blocks whole, the
+        student's (each read for its confidence) one event each."""
         keep = self._client_logprobs(endpoint, body)
         student_events, held = await self._open_student(endpoint, body)
         if student_events is None:
@@ -254,10 +255,6 @@ class CascadeTier:
                 yield self._clean(event, _parse(event), keep)
         finally:
             await student_events.aclose()
-
-    def stream_blocks(self, endpoint: Endpoint, body: dict) -> AsyncIterator[bytes]:
-        """``Tier.stream_blocks``: the teacher's blocks are passed on whole, the student's one event each."""
-        return self.stream(endpoint, body)
 
     async def complete(self, endpoint: Endpoint, body: dict) -> UpstreamReply:
         """A whole answer: the student's (assembled from its stream) or the teacher's reply."""
