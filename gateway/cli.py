@@ -37,6 +37,11 @@ def serve(
     workers = worker_count(cfg)
     try:
         check_shareable(cfg, workers)
+        if any(t.litellm for t in cfg.model_list):
+            from gateway.tiers.litellm_provider import require_litellm
+
+            for tier in (t for t in cfg.model_list if t.litellm):
+                require_litellm(tier.model_name)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None

@@ -1,6 +1,7 @@
-# tierwise gateway, alone: url: and litellm: tiers, the trained router, Postgres ledger, Redis
-# limits. No torch, vLLM or transformers (requirements/lock-gateway.txt); model assembly and
-# vLLM tiers are in vllm-cpu.Dockerfile.
+# tierwise gateway, alone: url: tiers (vLLM or any OpenAI-compatible server), the trained
+# router, Postgres ledger, Redis limits. No torch, vLLM or transformers
+# (requirements/lock-gateway.txt), and no litellm: gateway-litellm.Dockerfile adds it for
+# litellm: tiers. Model assembly and vLLM tiers are in vllm-cpu.Dockerfile.
 #
 # Air-gapped: built by scripts/build_images.sh (`make images`) from the repository root with
 #   podman build --pull=never --format docker \
@@ -11,7 +12,7 @@
 #
 # Run read-only, with writable state on a volume or tmpfs (podman mounts a tmpfs on /tmp):
 #   podman run --read-only -v tierwise-state:/var/lib/tierwise -p 8000:8000 tierwise/gateway:0.1.0
-FROM localhost/tierwise/debian-python:bookworm AS build
+FROM localhost/tierwise/debian-python-build:bookworm AS build
 
 ENV PIP_NO_INDEX=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -25,18 +26,20 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links /wheelhouse --no-deps --no-compile -r /tmp/lock-gateway.txt \
  && /opt/venv/bin/pip uninstall -y -q pip setuptools
 
-# Files no gateway process reads: the packages' own test suites and litellm's proxy admin UI
-# (the gateway uses litellm's SDK, never its proxy server).
+# Files no gateway process reads: the packages' own test suites. And the symbol tables of the
+# extension modules (uvloop alone drops from 13.6 to 1.6 MB): tracebacks and the dynamic
+# symbols Python links against are kept. The vendored libraries in *.libs/ are left alone
+# (auditwheel rewrote them with patchelf; strip after patchelf is a known way to break them).
 RUN site=/opt/venv/lib/python3.11/site-packages \
- && rm -rf "$site/litellm/proxy/_experimental/out" \
- && find "$site/numpy" "$site/scipy" "$site/sklearn" -depth -type d -name tests -exec rm -rf {} +
+ && find "$site/numpy" "$site/scipy" "$site/sklearn" -depth -type d -name tests -exec rm -rf {} + \
+ && find "$site" -path '*.libs' -prune -o -type f -name '*.so' -print0 | xargs -0 strip --strip-unneeded
 
 # Bytecode for the third-party modules serving imports, in a layer that code changes keep
 # (the root file system is read-only at run time: without it every start compiles them again).
 RUN /opt/venv/bin/python -c "\
 import fastapi, uvicorn.loops.uvloop, uvicorn.protocols.http.httptools_impl, uvicorn.lifespan.on, \
 sqlalchemy.dialects.postgresql.psycopg, sqlalchemy.dialects.sqlite, psycopg, redis.asyncio, aiohttp, \
-httpx, prometheus_client, typer, rich.logging, yaml, numpy, skops.io, litellm"
+httpx, prometheus_client, typer, rich.logging, yaml, numpy, skops.io"
 
 # The project from source at /app ({project_root} in configs), on the venv's path.
 WORKDIR /app
@@ -50,12 +53,15 @@ COPY deploy/config/gateway.compose.yaml /etc/tierwise/gateway.yaml
 RUN echo /app > /opt/venv/lib/python3.11/site-packages/tierwise.pth \
  && /opt/venv/bin/python -c "import gateway.config as c; assert str(c.PROJECT_ROOT) == '/app', c.PROJECT_ROOT"
 
-# Bytecode for the rest of what serving imports: the app, the router artifact loaded for real.
-RUN /opt/venv/bin/python -c "\
-import gateway.cli, gateway.app, gateway.tiers.litellm_provider as lp, uvicorn.loops.uvloop, \
+# Bytecode for the rest of what serving imports: the app, and the routing chain of the baked
+# config built for real (its skops artifacts loaded), so a config that names a missing artifact
+# fails the build, not the first start.
+RUN TIERWISE_LEDGER_URL=sqlite:////tmp/build.db /opt/venv/bin/python -c "\
+import gateway.cli, gateway.app, gateway.tiers.litellm_provider, uvicorn.loops.uvloop, \
 uvicorn.protocols.http.httptools_impl, uvicorn.lifespan.on, psycopg, redis.asyncio, \
-sqlalchemy.dialects.postgresql.psycopg, sqlalchemy.dialects.sqlite, router; \
-lp._litellm(); router.load_router('/app/artifacts/router/support_router.skops')" \
+sqlalchemy.dialects.postgresql.psycopg, sqlalchemy.dialects.sqlite; \
+from gateway.config import load_config; from gateway.routing.build import build_policy; \
+build_policy(load_config('/etc/tierwise/gateway.yaml').router)" \
  && /opt/venv/bin/python -m compileall -q /app/gateway /app/router /app/tierwise_common
 
 FROM localhost/tierwise/debian-python:bookworm

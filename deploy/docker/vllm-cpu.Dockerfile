@@ -13,7 +13,7 @@
 # deploy/build/wheelhouse-cpu (pip download of requirements/lock-cpu.txt on the host).
 # float32 on purpose: on CPUs without AVX-512 bf16 (like the project's CI machines) bfloat16
 # is emulated and ~3x slower at 8 streams (../shared/NOTES.md).
-FROM localhost/tierwise/debian-python:bookworm AS build
+FROM localhost/tierwise/debian-python-build:bookworm AS build
 
 ENV PIP_NO_INDEX=1 \
     PIP_NO_CACHE_DIR=1 \

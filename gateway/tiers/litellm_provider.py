@@ -7,6 +7,7 @@ litellm tier: the import is slow and would otherwise tax every gateway start.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -20,6 +21,17 @@ from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamReply
 # litellm fetches its cost map from the network at import unless told not to; the copy in
 # the package is what a gateway with no egress must use.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+MISSING = ("tier {name!r} is a litellm: tier, but the litellm package is not installed here: use the "
+           "tierwise/gateway-litellm image, or `pip install --no-deps -r requirements/lock-gateway-litellm.txt`")
+
+
+def require_litellm(tier_name: str) -> None:
+    """Fail with what to do, not a ModuleNotFoundError from the first request: the default
+    gateway image leaves litellm out (deploy/README.md)."""
+    if importlib.util.find_spec("litellm") is None:
+        raise ValueError(MISSING.format(name=tier_name))
 
 
 def _litellm() -> Any:
@@ -44,6 +56,7 @@ class LiteLLMTier(Tier):
     PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 
     def __init__(self, config: TierConfig) -> None:
+        require_litellm(config.model_name)
         super().__init__(config)
         assert config.litellm is not None
         self.provider = config.litellm

@@ -26,6 +26,7 @@ from deploy_render import REPO
 
 CONTAINERS_CONF = REPO / "deploy" / "podman" / "containers.conf"
 GATEWAY_IMAGE = "localhost/tierwise/gateway:0.1.0"
+LITELLM_IMAGE = "localhost/tierwise/gateway-litellm:0.1.0"
 CPU_IMAGE = "localhost/tierwise/vllm-cpu:0.1.0"
 PG_BASE = os.environ.get("TIERWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 GRACEFUL_EXIT = 143  # uvicorn re-raises SIGTERM once it has shut down cleanly

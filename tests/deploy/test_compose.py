@@ -323,3 +323,21 @@ def test_gpu_override_layers_cleanly(compose):
         assert _healthcheck_exe_ok(svc), f"{name}: healthcheck runs a program its image's HEALTHCHECK does not use"
         # Same port and model-name contract as the CPU tier, so the gateway config is unchanged.
         assert vllm_port(svc) == vllm_port(compose["services"][name])
+
+
+def test_standins_override_replaces_only_services_of_the_stack_with_images_the_script_builds(compose):
+    """deploy/compose.standins.yaml (podman-compose on machines with no registry): a valid
+    compose file whose services all exist in compose.yaml, whose stand-in images are the ones
+    scripts/build_images.sh standins builds, and whose mounts are files of deploy/."""
+    override = yaml.safe_load((DEPLOY / "compose.standins.yaml").read_text())
+    assert not schema_errors(override)
+    assert set(override["services"]) <= set(compose["services"])
+    script = (REPO / "scripts" / "build_images.sh").read_text()
+    images = [s["image"] for s in override["services"].values() if "image" in s]
+    assert images and all(image in script for image in images)
+    for service in override["services"].values():
+        for mount in service.get("volumes", []):
+            source, target = mount.split(":")[:2]
+            assert (DEPLOY / source).is_file(), source
+    # The official images the stand-ins replace are still what compose.yaml itself runs.
+    assert compose["services"]["ledger-db"]["image"].startswith("postgres:")

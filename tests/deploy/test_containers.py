@@ -1,9 +1,10 @@
-"""The gateway-only image, built and run for real with podman (marker `containers`).
+"""The gateway images, built and run for real with podman (marker `containers`).
 
-Builds ``tierwise/gateway`` with scripts/build_images.sh (cached Debian base and wheelhouse:
-seconds when warm) and runs it read-only, as UID 10001, on the host network against the stub
-upstream on this machine, the machine's PostgreSQL (a fresh database per test) and Redis.
-Skips with the reason where podman is missing or cannot run containers.
+Builds ``tierwise/gateway`` (and ``tierwise/gateway-litellm`` on top of it) with
+scripts/build_images.sh (cached Debian bases and wheelhouse: seconds when warm) and runs them
+read-only, as UID 10001, on the host network against the stub upstream on this machine, the
+machine's PostgreSQL (a fresh database per test) and Redis. Skips with the reason where podman
+is missing or cannot run containers.
 """
 
 from __future__ import annotations
@@ -14,31 +15,34 @@ import time
 import aiohttp
 import httpx
 import pytest
+import yaml
 
-from podman_support import (GATEWAY_IMAGE, GRACEFUL_EXIT, REDIS_URL, build, fresh_database, image_size_bytes,
-                            ledger_rows, podman, require_podman, run_gateway, wait_ready)
+from podman_support import (GATEWAY_IMAGE, GRACEFUL_EXIT, LITELLM_IMAGE, REDIS_URL, build, fresh_database,
+                            image_size_bytes, ledger_rows, podman, require_podman, run_gateway, wait_ready)
 from support.processes import free_port, start_stub
 
 pytestmark = pytest.mark.containers
 ADMIN = "tw-containers-admin-key"
 PRICE = {"input_per_million": 1.0, "output_per_million": 2.0}
-# Guards against regressions, not the issue's targets (deploy/README.md has the figures): the
-# image is ~620 MB against a 400 MB target (missed: litellm, scipy and numpy alone are ~300 MB),
-# and start to ready (target 5 s; skops' import of every scikit-learn estimator module
-# dominates) took 33 s at a load average of 8 and 57 s at 20 on this shared 2-core machine:
-# the bound only catches a hang.
-MAX_IMAGE_MB = 650
-MAX_READY_S = 90
+# The issue's size target is the guard: the image's size depends only on the lock and the
+# Dockerfile (deploy/README.md and benchmarks/results/deploy_images.json have the figures).
+MAX_IMAGE_MB = 400
+MAX_LITELLM_IMAGE_MB = 600
+# Start to ready is a benchmark figure (benchmarks/deploy_images.py; target 5 s); under CI's
+# load this bound only catches a hang.
+MAX_READY_S = 60
 
 
-def gateway_config(stub_url: str, ledger_url: str, **extra) -> dict:
-    """A url: tier and a litellm: tier (litellm's OpenAI client pointed at the stub), the
-    trained router from the image between them, Postgres ledger, Redis limits, auth on."""
+def gateway_config(stub_url: str, ledger_url: str, litellm: bool = False, **extra) -> dict:
+    """Two tiers on the stub, the trained router from the image between them, Postgres ledger,
+    Redis limits, auth on. ``hosted`` is a url: tier, or with ``litellm`` a litellm: tier
+    (litellm's OpenAI client pointed at the stub)."""
+    hosted = ({"litellm": {"model": "openai/stub", "api_base": stub_url + "/v1", "api_key_env": "STUB_KEY"}}
+              if litellm else {"url": {"base_url": stub_url + "/v1"}})
     return {
         "model_list": [
             {"model_name": "teacher", "role": "teacher", "price": PRICE, "url": {"base_url": stub_url + "/v1"}},
-            {"model_name": "hosted", "role": "student", "price": PRICE, "fallbacks": ["teacher"],
-             "litellm": {"model": "openai/stub", "api_base": stub_url + "/v1", "api_key_env": "STUB_KEY"}},
+            {"model_name": "hosted", "role": "student", "price": PRICE, "fallbacks": ["teacher"], **hosted},
         ],
         "router": {"policy": "trained", "artifact": "{project_root}/artifacts/router/mmlu_router.skops",
                    "threshold": 0.5, "strong_tier": "teacher", "weak_tier": "hosted"},
@@ -59,6 +63,13 @@ def gateway_image() -> str:
     seconds = build("gateway", timeout_s=1500)
     print(f"\nscripts/build_images.sh gateway: {seconds:.1f} s")
     return GATEWAY_IMAGE
+
+
+@pytest.fixture(scope="module")
+def litellm_image(gateway_image) -> str:
+    seconds = build("litellm", timeout_s=1500)
+    print(f"\nscripts/build_images.sh litellm: {seconds:.1f} s")
+    return LITELLM_IMAGE
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +115,39 @@ def test_gateway_image_is_small_non_root_and_has_no_torch(gateway_image):
                    "import os, importlib.util as u; print(os.getuid(), [m for m in ('torch', 'vllm', 'transformers')"
                    " if u.find_spec(m)])")
     assert probe.stdout.split() == ["10001", "[]"], probe.stdout
+
+
+def test_gateway_image_refuses_a_litellm_tier_and_says_which_image_has_it(gateway_image, stub, tmp_path):
+    """No litellm in the default image: a config with a litellm: tier stops at start with what
+    to do (exit 2), not a ModuleNotFoundError on the first request."""
+    assert podman("run", "--rm", gateway_image, "python", "-c", "import litellm", check=False).returncode != 0
+    cfg = tmp_path / "litellm.yaml"
+    cfg.write_text(yaml.safe_dump(gateway_config(stub.url, "sqlite:////var/lib/tierwise/ledger.db", litellm=True)))
+    cfg.chmod(0o644)
+    proc = podman("run", "--rm", "--read-only", "--tmpfs", "/var/lib/tierwise:rw,mode=1777", "-v",
+                  f"{cfg}:/etc/tierwise/gateway.yaml:ro", "-e", f"TIERWISE_ADMIN_KEY={ADMIN}", gateway_image,
+                  check=False, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "tierwise/gateway-litellm" in output and "Traceback" not in output
+
+
+def test_litellm_image_serves_a_litellm_tier(litellm_image, stub, tmp_path, containers):
+    size_mb = image_size_bytes(litellm_image) / 1e6
+    print(f"\n{litellm_image}: {size_mb:.0f} MB")
+    assert size_mb <= MAX_LITELLM_IMAGE_MB
+    with fresh_database() as db:
+        gw = run_gateway(gateway_config(stub.url, db, litellm=True), tmp_path, free_port(), ENV, image=litellm_image)
+        containers.append(gw)
+        wait_ready(gw, tiers=2, timeout_s=120)
+        key = create_key(gw.url)
+        resp = chat(gw.url, key, "hosted")
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-tierwise-tier"] == "hosted"
+        assert resp.json()["choices"][0]["message"]["content"] == " ".join(["tok"] * 8)
+        assert gw.terminate() == GRACEFUL_EXIT
+        rows = ledger_rows(db)
+    assert [(r["tier"], r["http_status"]) for r in rows] == [("hosted", 200)]
 
 
 def test_serves_health_and_chat_read_only(gateway_image, stub, tmp_path, containers):

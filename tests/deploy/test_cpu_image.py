@@ -3,10 +3,15 @@
 image, behind the gateway-only image, both on the host network.
 
 The first build installs ~3.6 GB of wheels and assembles the models (deploy/README.md has
-the time); a rebuild with unchanged inputs reuses every layer.
+the time); a rebuild with unchanged inputs reuses every layer. Opt-in with
+``TIERWISE_CPU_IMAGE_TEST=1``: in a fresh checkout the CPU wheelhouse is fetched again and the
+image rebuilt (~7 min on a fast machine, 26 min on a slow one), which would push CI past its
+30 minutes; deploy/README.md records its runs.
 """
 
 from __future__ import annotations
+
+import os
 
 import httpx
 import pytest
@@ -27,6 +32,8 @@ def started():
 
 
 def test_full_cpu_image_serves_the_student_behind_the_gateway_image(tmp_path, started):
+    if os.environ.get("TIERWISE_CPU_IMAGE_TEST") != "1":
+        pytest.skip("set TIERWISE_CPU_IMAGE_TEST=1 to build and run the full CPU image (minutes; deploy/README.md)")
     require_podman()
     seconds = build("all", timeout_s=3000)
     print(f"\nscripts/build_images.sh all: {seconds:.0f} s; {CPU_IMAGE}: {image_size_bytes(CPU_IMAGE) / 1e9:.2f} GB")

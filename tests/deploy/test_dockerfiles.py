@@ -113,6 +113,18 @@ def test_gateway_image_runs_the_gateway_on_its_default_config():
     assert json.loads(next(a for i, a in ins if i == "ENTRYPOINT")) == ["/usr/bin/tini", "--"]
 
 
+def test_litellm_image_is_the_gateway_image_plus_the_litellm_lock():
+    """tierwise/gateway-litellm: FROM the gateway image, one layer of exactly the litellm lock
+    from the wheelhouse (no index), still running as the unprivileged user."""
+    ins = dockerfile_instructions(DOCKER / "gateway-litellm.Dockerfile")
+    froms = [a.split()[0] for i, a in ins if i == "FROM"]
+    assert froms[-1] == "localhost/tierwise/gateway:0.1.0"
+    runs = " ".join(a for i, a in ins if i == "RUN")
+    assert "--no-index --find-links /wheelhouse --no-deps" in runs and "-r /tmp/lock-gateway-litellm.txt" in runs
+    assert [a for i, a in ins if i == "USER"][-1] == "10001"
+    assert "gateway-litellm.Dockerfile" in (REPO / "scripts" / "build_images.sh").read_text()
+
+
 def test_full_cpu_image_installs_what_setup_installs():
     """The lock setup.sh installs, from the wheelhouse, without resolving or any index."""
     ins = dockerfile_instructions(DOCKER / "vllm-cpu.Dockerfile")
