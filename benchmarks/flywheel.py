@@ -43,6 +43,7 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
+import yaml
 
 from benchmarks.common import REPO, RESULTS, log, require_data, wilson
 from distill.data import SYSTEM_PROMPT, parse_intent
@@ -125,6 +126,7 @@ def run_turn(gw: ServerProcess, db: str, workload: str, canary_texts: list[str],
     """``python -m flywheel run`` while canary traffic flows; returns its report and wall time."""
     out = work / f"turn-{workload}"
     cmd = [sys.executable, "-m", "flywheel", "run", "--workload", workload, "--out", str(out), "--ledger-url", db,
+           "--config", str(work / "gateway.yaml"),  # which weights serve the captured teacher: the student's init
            "--student-layers", str(args.student_layers), "--epochs", str(args.epochs), "--batch-size", "16",
            "--eval-n", str(args.eval_n), "--min-fraction", str(args.min_fraction), "--canary-share", "0.5",
            "--canary-pairs", str(args.canary_pairs), "--canary-agreement", str(args.canary_agreement),
@@ -229,7 +231,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
     db = f"sqlite:///{work / 'ledger.db'}"
     t_all = time.perf_counter()
-    gw = start_gateway(gateway_config(model_cache(), db), work, timeout_s=900)
+    config = gateway_config(model_cache(), db)
+    (work / "gateway.yaml").write_text(yaml.safe_dump(config))
+    gw = start_gateway(config, work, timeout_s=900)
     pid = gw.proc.pid
     results: dict = {"settings": vars(args), "work_dir": str(work), "workloads": {}}
     try:

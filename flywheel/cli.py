@@ -69,6 +69,9 @@ def run_cmd(
     canary_timeout_s: float = 600.0,
     serve_url: str | None = typer.Option(None, help="the candidate is served here (default: the gateway starts vLLM)"),
     tier_name: str | None = None,
+    teacher: str | None = typer.Option(None, help="the student's init: 'default' (packaged model) or a model dir; "
+                                       "default: the captured tier's weights when --config serves it locally"),
+    teacher_adapter: Path | None = typer.Option(None, help="a LoRA adapter merged into --teacher"),
 ) -> None:
     """Captured traffic -> dataset -> distill -> evaluate -> canary -> promote or roll back."""
     from gateway.config import load_config
@@ -81,11 +84,12 @@ def run_cmd(
                             max_steps=max_steps, batch_size=batch_size, max_train=max_train, eval_n=eval_n,
                             min_fraction=min_fraction, canary_share=canary_share, canary_pairs=canary_pairs,
                             canary_agreement=canary_agreement, canary_timeout_s=canary_timeout_s,
-                            serve_url=serve_url, tier_name=tier_name,
+                            serve_url=serve_url, tier_name=tier_name, teacher=teacher, teacher_adapter=teacher_adapter,
                             **({"price": weak.price.model_dump()} if weak is not None and weak.price else {}))
     engine = make_engine(ledger_url or cfg.ledger.url)
     try:
-        report = run_loop(engine, settings, log=lambda m: console.print(m, style="cyan", markup=False, soft_wrap=True))
+        report = run_loop(engine, settings, log=lambda m: console.print(m, style="cyan", markup=False, soft_wrap=True),
+                          gateway_config=cfg)
     finally:
         engine.dispose()
     (out / "report.json").write_text(report_json(report))

@@ -31,7 +31,8 @@ import yaml
 from sqlalchemy.engine import Engine
 
 from flywheel.dataset import build_dataset, read_captures
-from gateway.config import TierConfig, default_model_cache
+from flywheel.teacher import TeacherWeights, captured_tier, teacher_weights
+from gateway.config import GatewayConfig, TierConfig, default_model_cache
 from gateway.control.store import ControlStore
 from gateway.ledger.schema import shadow_pairs_table
 
@@ -61,6 +62,10 @@ class LoopSettings:
     serve_url: str | None = None  # the candidate already served elsewhere; default: the gateway starts vLLM
     max_model_len: int = 1024
     threads: int = 2
+    # None: the weights of the tier that answered the captured requests, when the gateway config
+    # serves it locally (flywheel/teacher.py); "default": the packaged model; or a model dir.
+    teacher: str | None = None
+    teacher_adapter: Path | None = None
     cache: Path | None = None  # where distill finds (or materializes) the packaged teacher; default: the tier model cache
 
 
@@ -75,8 +80,12 @@ class LoopReport:
 
 
 def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] = print,
-             wait_for_traffic: Callable[[], None] | None = None) -> LoopReport:
-    """Run one turn; the report says what each stage did, took and decided."""
+             wait_for_traffic: Callable[[], None] | None = None,
+             gateway_config: GatewayConfig | None = None) -> LoopReport:
+    """Run one turn; the report says what each stage did, took and decided.
+
+    ``gateway_config`` says which weights serve the captured teacher tier (the student's init).
+    """
     s, report = settings, LoopReport(settings.workload)
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +102,11 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
 
     t = time.perf_counter()
     run_dir = out / "student"
-    recipe = {"name": f"flywheel-{s.workload}", "teacher": "default",
+    teacher = (TeacherWeights(s.teacher, s.teacher_adapter, None, "given") if s.teacher is not None else
+               teacher_weights(gateway_config, captured_tier(engine, s.workload)))
+    log(f"{s.workload}: student initialised from {teacher.model}"
+        + (f" + {teacher.adapter}" if teacher.adapter else "") + f" ({teacher.why})")
+    recipe = {"name": f"flywheel-{s.workload}", **teacher.as_recipe(),
               "data": {"format": "chat_jsonl", "dir": str(dataset_dir), "max_train": s.max_train},
               "student": {"layers": s.student_layers},
               "loss": {"targets": "teacher", "alpha": 0.9, "temperature": 2.0},
@@ -107,7 +120,9 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
     card = json.loads((run_dir / "distill_card.json").read_text())
     stage = card["stages"][-1]
     report.stage("distill", t, selection=stage.get("selection"), soft_targets=(stage.get("data") or {}),
-                 competence=card.get("competence"))
+                 competence=card.get("competence"), init={"teacher": teacher.model, "adapter": teacher.adapter and
+                                                          str(teacher.adapter), "why": teacher.why,
+                                                          "layers": s.student_layers})
 
     t = time.perf_counter()
     eval_file = out / "evaluation.json"
