@@ -334,6 +334,9 @@ def sweep_report(res: dict) -> dict:
         "best_minus_shipped_validation_points": d_val,
         "best_minus_shipped_test_points": d_test,
         "hard_test_accuracy": table.get(REFERENCE, {}).get("test_accuracy"),
+        # issue #18's margin: the validation-chosen KD recipe over the hard-label student (test)
+        "best_minus_hard_test_points": points(mean(best, "test"), mean(REFERENCE, "test")) if best else None,
+        "shipped_minus_hard_test_points": points(mean(SHIPPED, "test"), mean(REFERENCE, "test")),
         "noise": noise,
         "verdict": verdict,
     }
@@ -394,6 +397,8 @@ def main() -> None:
     p.add_argument("--max-train", type=int, default=None, help="smoke tests on the CPU")
     p.add_argument("--report", default=None,
                    help="CPU: a returned <set>_results.json to turn into benchmarks/results/distill_<set>.json")
+    p.add_argument("--report-name", default=None,
+                   help="with --report: write benchmarks/results/NAME.json/.png instead (e.g. a re-run at other epochs)")
     args = p.parse_args()
     unknown = set(args.variants or []) - set(SETS[args.set])
     if unknown:
@@ -403,8 +408,9 @@ def main() -> None:
     if args.report:
         doc = report(Path(args.report), args.set)
         doc["when"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        (RESULTS / f"distill_{args.set}.json").write_text(json.dumps(doc, indent=2))
-        plot(doc, RESULTS / f"distill_{args.set}.png")
+        name = args.report_name or f"distill_{args.set}"
+        (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2))
+        plot(doc, RESULTS / f"{name}.png")
         print(json.dumps(doc["summary"], indent=1))
         return
     gpu_main(args)

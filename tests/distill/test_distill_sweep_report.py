@@ -51,6 +51,7 @@ def test_best_is_chosen_by_validation_not_test(tmp_path):
     assert s["best_minus_shipped_test_points"] == -1.0
     assert "miss" in s["verdict"]
     assert doc["recipes"]["hard"]["test_accuracy"]["mean"] == 0.95  # reported, not chosen
+    assert s["best_minus_hard_test_points"] == -13.0 and s["shipped_minus_hard_test_points"] == -12.0
 
 
 def test_extra_seeds_do_not_change_the_choice(tmp_path):
@@ -102,3 +103,16 @@ def test_ablation_report_is_unchanged():
     committed = json.loads((da.RESULTS / "distill_ablation.json").read_text())
     committed.pop("when", None)
     assert json.loads(json.dumps(doc)) == committed
+
+
+def test_report_name_writes_a_second_run_beside_the_first(tmp_path, monkeypatch):
+    """A re-run at other settings (the 8-epoch confirmation) gets its own files."""
+    path = _results(tmp_path, {"hard_seed0": (0.84, 0.83), "kd_seed0": (0.85, 0.85)})
+    out = tmp_path / "results"
+    out.mkdir()
+    monkeypatch.setattr(da, "RESULTS", out)
+    monkeypatch.setattr(sys, "argv", ["distill_ablation", "--set", "sweep", "--report", str(path),
+                                      "--report-name", "distill_sweep_8ep"])
+    da.main()
+    assert sorted(p.name for p in out.iterdir()) == ["distill_sweep_8ep.json", "distill_sweep_8ep.png"]
+    assert json.loads((out / "distill_sweep_8ep.json").read_text())["summary"]["best_minus_hard_test_points"] == 2.0
