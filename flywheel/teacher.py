@@ -49,22 +49,19 @@ def captured_tier(engine: Engine, workload: str) -> str | None:
 def teacher_weights(config: GatewayConfig | None, tier: str | None) -> TeacherWeights:
     """The weights behind ``tier`` in ``config``: a ``vllm:`` tier's model dir, or the host's
     model plus the LoRA adapter of a ``served_by:`` tier; else the packaged model."""
-    names = {t.model_name for t in config.model_list} if config is not None else set()
-    if tier is None or tier not in names:
+    if tier is None or config is None or not any(t.model_name == tier for t in config.model_list):
         where = "no captured tier" if tier is None else f"tier {tier!r} is not in the gateway config"
         return TeacherWeights(PACKAGED, None, tier, f"{where}: the student starts from the packaged model")
     entry = config.tier(tier)
-    model = (config.tier(entry.served_by) if entry.served_by else entry).vllm
-    if model is not None and not Path(model.model).is_dir():  # a hub id: nothing to copy offline
-        return TeacherWeights(PACKAGED, None, tier, f"{tier}: {model.model} is not a model dir here: "
+    server = (config.tier(entry.served_by) if entry.served_by else entry).vllm
+    adapter = server.lora_modules.get(tier) if server is not None and entry.served_by else None
+    if server is None or (entry.served_by and adapter is None):
+        return TeacherWeights(PACKAGED, None, tier, f"{tier} is a {entry.kind} tier (no local weights): "
                               "the student starts from the packaged model")
-    if entry.served_by:
-        host = config.tier(entry.served_by)
-        adapter = host.vllm.lora_modules.get(tier) if host.vllm else None
-        if host.vllm and adapter:
-            return TeacherWeights(host.vllm.model, Path(adapter), tier,
-                                  f"{tier}: LoRA adapter {adapter} on {host.vllm.model}, merged")
-    elif entry.vllm:
-        return TeacherWeights(entry.vllm.model, None, tier, f"{tier}: vLLM model dir {entry.vllm.model}")
-    return TeacherWeights(PACKAGED, None, tier, f"{tier} is a {entry.kind} tier (no local weights): "
-                          "the student starts from the packaged model")
+    if not Path(server.model).is_dir():  # a hub id: nothing to copy offline
+        return TeacherWeights(PACKAGED, None, tier, f"{tier}: {server.model} is not a model dir here: "
+                              "the student starts from the packaged model")
+    if adapter:
+        return TeacherWeights(server.model, Path(adapter), tier,
+                              f"{tier}: LoRA adapter {adapter} on {server.model}, merged")
+    return TeacherWeights(server.model, None, tier, f"{tier}: vLLM model dir {server.model}")

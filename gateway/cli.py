@@ -37,11 +37,12 @@ def serve(
     workers = worker_count(cfg)
     try:
         check_shareable(cfg, workers)
-        if any(t.litellm for t in cfg.model_list):
+        litellm_tiers = [t.model_name for t in cfg.model_list if t.litellm]
+        if litellm_tiers:  # the module is cheap; litellm itself is only looked up, not imported
             from gateway.tiers.litellm_provider import require_litellm
 
-            for tier in (t for t in cfg.model_list if t.litellm):
-                require_litellm(tier.model_name)
+            for name in litellm_tiers:
+                require_litellm(name)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
