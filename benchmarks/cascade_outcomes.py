@@ -22,6 +22,9 @@ optimistic compared with unseen traffic.
 (is the workload teacher's first line trustworthy? label: its intent is the gold one).
 
 Rows are appended as they finish, so an interrupted run keeps what it measured (``--resume``).
+
+``--reuse-teacher OLD.jsonl --out NEW.jsonl``: a new student against the same teacher tier: only
+the student is asked; the teacher's answers to the same prompts are read from the earlier file.
 """
 
 from __future__ import annotations
@@ -90,7 +93,9 @@ async def ask(client: httpx.AsyncClient, url: str, model: str, text: str, max_to
     return out
 
 
-async def run(rows: list[dict], urls: dict[str, str], out: Path, concurrency: int) -> None:
+async def run(rows: list[dict], urls: dict[str, str], out: Path, concurrency: int,
+              teacher_answers: dict[int, dict] | None = None) -> None:
+    """Both tiers per prompt; with ``teacher_answers`` (by prompt index) only the student is asked."""
     queue: asyncio.Queue = asyncio.Queue()
     for row in rows:
         queue.put_nowait(row)
@@ -100,9 +105,13 @@ async def run(rows: list[dict], urls: dict[str, str], out: Path, concurrency: in
             nonlocal done
             while not queue.empty():
                 row = queue.get_nowait()
-                student, teacher = await asyncio.gather(
-                    ask(client, urls["student"], "student", row["text"], STUDENT_MAX_TOKENS, True),
-                    ask(client, urls["teacher"], "teacher", row["text"], TEACHER_MAX_TOKENS, False))
+                if teacher_answers is not None:
+                    student = await ask(client, urls["student"], "student", row["text"], STUDENT_MAX_TOKENS, True)
+                    teacher = teacher_answers[row["index"]]
+                else:
+                    student, teacher = await asyncio.gather(
+                        ask(client, urls["student"], "student", row["text"], STUDENT_MAX_TOKENS, True),
+                        ask(client, urls["teacher"], "teacher", row["text"], TEACHER_MAX_TOKENS, False))
                 s_intent, t_intent = parse_intent(student["text"]), parse_intent(teacher["text"])
                 record = {"index": row["index"], "text": row["text"], "label": row["category"],
                           "student": student, "teacher": teacher,
@@ -143,9 +152,20 @@ def main() -> None:
     parser.add_argument("--teacher-only", action="store_true", help="the teacher alone, with logprobs "
                         f"(default --out {TEACHER_OUT.name})")
     parser.add_argument("--teacher-url", help="a running server's base URL serving `teacher` (--teacher-only)")
+    parser.add_argument("--reuse-teacher", type=Path, default=None,
+                        help="a new student only: the teacher's answers (same tier, same prompts) are read from this "
+                             "earlier outputs file instead of asked again")
     args = parser.parse_args()
     data_root()
     rows = validation_prompts(args.n, args.seed)
+    teacher_answers = None
+    if args.reuse_teacher:
+        teacher_answers = {r["index"]: r["teacher"] for r in map(json.loads, args.reuse_teacher.read_text().splitlines())
+                           if r.get("teacher")}
+        missing = [r["index"] for r in rows if r["index"] not in teacher_answers]
+        if missing:
+            raise SystemExit(f"{args.reuse_teacher} lacks the teacher's answer for {len(missing)} prompts "
+                             f"(other --n/--seed?): e.g. index {missing[0]}")
     if args.teacher_only:
         out = TEACHER_OUT if args.out == OUT else args.out
         out.unlink(missing_ok=True)
@@ -160,12 +180,13 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cache = model_cache()
     tmp = Path(tempfile.mkdtemp(prefix="cascade-outcomes-"))
-    procs = {name: start_vllm(cache / name, name, tmp) for name in ("student", "teacher")}
+    tiers = ("student",) if teacher_answers is not None else ("student", "teacher")
+    procs = {name: start_vllm(cache / name, name, tmp) for name in tiers}
     try:
         for name, (proc, url, log_path) in procs.items():
             wait_until(lambda u=url: httpx.get(u + "/health").status_code == 200, 900, f"vLLM {name}", proc, log_path)
             log(f"vLLM {name} ready at {url}")
-        asyncio.run(run(rows, {n: p[1] for n, p in procs.items()}, args.out, args.concurrency))
+        asyncio.run(run(rows, {n: p[1] for n, p in procs.items()}, args.out, args.concurrency, teacher_answers))
     finally:
         for proc, _url, _log in procs.values():
             proc.terminate()

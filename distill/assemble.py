@@ -153,7 +153,9 @@ def build_student(base_dir: Path, artifacts: Path, entry: dict, out_dir: Path, d
     state = {k: v for k, v in base_state.items() if not k.startswith("model.layers.")}
     for k, v in own.items():
         state[k] = v.to(torch.float32)
-    with atomic_dir(out_dir) as tmp:
+    trim = entry.get("vocab_trim")  # a vocabulary-trimmed student: built whole, then trimmed
+    target = Path(out_dir) if trim is None else Path(out_dir).parent / (Path(out_dir).name + ".untrimmed")
+    with atomic_dir(target) as tmp:
         tensors = {k: v.contiguous() for k, v in state.items()
                    if not (cfg.get("tie_word_embeddings") and k == "lm_head.weight")}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -165,7 +167,27 @@ def build_student(base_dir: Path, artifacts: Path, entry: dict, out_dir: Path, d
         info = {k: entry[k] for k in ("kept_layers", "recipe", "teacher") if k in entry}
         (tmp / "student_init.json").write_text(json.dumps(info, indent=2))
         write_marker(tmp, kind="student", entry_sha256=digest, **info)
+    if trim is not None:
+        _trim_built_student(target, Path(artifacts), trim, entry, Path(out_dir), digest, info)
     return out_dir
+
+
+def _trim_built_student(full: Path, artifacts: Path, trim: str, entry: dict, out_dir: Path, digest: str,
+                        info: dict) -> None:
+    """Trim the whole student to the shipped token ids (``vocab_trim.json``, hash-checked with the
+    rest): the same deterministic trim ``distill run`` made, so the tokenizer, embedding rows and
+    config come out as trained. The marker is written last: a crash leaves a dir that rebuilds."""
+    from distill.vocab_trim import trim_vocabulary
+
+    kept = json.loads((artifacts / trim).read_text())["kept_ids"]
+    summary = trim_vocabulary(full, out_dir, (), used_ids=kept)
+    if summary["vocab_after"] != len(kept):
+        raise ValueError(f"{trim}: {len(kept)} ids shipped, the trim kept {summary['vocab_after']} (not a closed set)")
+    for rel in entry["files"]:
+        if Path(rel).name in ("distill_card.json", "competence.skops"):
+            shutil.copy2(Path(artifacts) / rel, out_dir / Path(rel).name)
+    shutil.rmtree(full, ignore_errors=True)
+    write_marker(out_dir, kind="student", entry_sha256=digest, vocab_size=len(kept), **info)
 
 
 @dataclass

@@ -69,9 +69,15 @@ def layer_drop_cmd(
     teacher: Path = typer.Option(..., help="teacher HF model dir"),
     out: Path = typer.Option(..., help="student dir to write"),
     layers: int = typer.Option(6, help="number of decoder layers to keep"),
+    intermediate_size: Optional[int] = typer.Option(
+        None, help="narrow every kept layer's MLP to this many units (its most important ones)"),
 ) -> None:
     """Write a layer-dropped (untrained) student: evenly spaced teacher layers, first and last kept."""
-    layer_drop(teacher, out, layers)
+    try:
+        layer_drop(teacher, out, layers, intermediate_size=intermediate_size)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
     console.print(json.loads((out / "student_init.json").read_text()))
     _ = read_config(out)
 

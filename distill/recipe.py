@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from distill.data import data_root
 
 DEFAULT_TEACHER_LAYERS = 30  # the packaged SmolLM2-135M
+DEFAULT_TEACHER_INTERMEDIATE = 1536
 
 
 class RecipeError(ValueError):
@@ -70,10 +71,19 @@ class StudentSpec(BaseModel):
     init: Literal["layer_drop", "scratch"] = "layer_drop"
     layers: int = Field(6, ge=1)
     hidden_size: Optional[int] = Field(None, ge=8, description="scratch only")
-    intermediate_size: Optional[int] = Field(None, ge=8, description="scratch only")
+    intermediate_size: Optional[int] = Field(
+        None, ge=8, description="MLP width: scratch, or layer_drop narrowing each kept layer's MLP to its "
+        "most important units (a narrower, faster student)")
     freeze_embeddings: bool = Field(
         True, description="keep the packaged embeddings/tied head frozen so only layers ship"
     )
+    trim_vocab: bool = Field(
+        False, description="after training, trim the vocabulary (embedding and head) to the tokens the training "
+        "data uses through the chat template, plus the student's own answers (trim_own_answers): a faster student "
+        "that writes the same answers; the untrimmed model stays in model-untrimmed/")
+    trim_own_answers: int = Field(
+        0, ge=0, description="trim_vocab: also keep the tokens of the student's own greedy answers on this many "
+        "training prompts (tokens it uses that the targets do not)")
 
 
 class LossSpec(BaseModel):
@@ -228,6 +238,14 @@ def teacher_num_layers(recipe: Recipe) -> int:
     return int(json.loads(cfg.read_text())["num_hidden_layers"])
 
 
+def teacher_intermediate_size(recipe: Recipe) -> int | None:
+    """The teacher's MLP width (None when it is the packaged teacher not yet materialized)."""
+    cfg = Path(recipe.teacher) / "config.json"
+    if recipe.teacher == "default":
+        return DEFAULT_TEACHER_INTERMEDIATE
+    return int(json.loads(cfg.read_text())["intermediate_size"]) if cfg.is_file() else None
+
+
 def preflight(recipe: Recipe, need_eval: bool = False) -> None:
     """Fail fast, with a clear message, on anything that would only break mid-training."""
     n_teacher = teacher_num_layers(recipe)
@@ -238,6 +256,12 @@ def preflight(recipe: Recipe, need_eval: bool = False) -> None:
                 f"student.layers={d} but the teacher has only {n_teacher} decoder layers; "
                 f"a layer-dropped student must have at most {n_teacher}"
             )
+    inter = recipe.student.intermediate_size
+    if recipe.student.init == "layer_drop" and inter is not None and recipe.api_teacher is None:
+        teacher_inter = teacher_intermediate_size(recipe)
+        if teacher_inter is not None and inter > teacher_inter:
+            raise RecipeError(f"student.intermediate_size={inter} but the teacher's MLPs have {teacher_inter} "
+                              "units; a layer-dropped student can only narrow them")
     if recipe.student.init == "scratch" and recipe.student.hidden_size:
         if recipe.student.hidden_size % 9:
             raise RecipeError("student.hidden_size must be a multiple of 9 (attention heads)")

@@ -2,7 +2,9 @@
 
 * Student: only its own decoder layers + final norm, fp16, in shards under 15 MiB (so a
   shard fits through every channel we move files through, and git stays happy). The
-  embeddings and tied head are the packaged base's, frozen during training.
+  embeddings and tied head are the packaged base's, frozen during training; a
+  vocabulary-trimmed student ships the token ids it kept (``vocab_trim.json``), and
+  assembly trims the base's rows and tokenizer to them.
 * Teacher: the LoRA adapter (fp16 tensors) as PEFT wrote it.
 
 fp16 rather than bf16: the weights are small in magnitude, so fp16's 3 extra mantissa
@@ -99,6 +101,14 @@ def export_tiers(artifacts: Path, student_dir: Path | None = None, adapter_dir: 
         if student_dir is not None and (Path(student_dir) / "competence.skops").is_file():
             shutil.copy2(Path(student_dir) / "competence.skops", dst / "competence.skops")
             paths.append(dst / "competence.skops")
+        # a vocabulary-trimmed student: its kept token ids ship, assemble re-trims the base to them
+        trimmed = student_dir is not None and (Path(student_dir) / "vocab_trim.json").is_file()
+        if trimmed:
+            kept = json.loads((Path(student_dir) / "vocab_trim.json").read_text())["kept_ids"]
+            (dst / "vocab_trim.json").write_text(json.dumps({"kept_ids": kept}))
+            paths.append(dst / "vocab_trim.json")
+        elif (dst / "vocab_trim.json").exists():
+            (dst / "vocab_trim.json").unlink()
         info = {}
         if student_dir is not None and (Path(student_dir) / "student_init.json").is_file():
             info = json.loads((Path(student_dir) / "student_init.json").read_text())
@@ -111,6 +121,8 @@ def export_tiers(artifacts: Path, student_dir: Path | None = None, adapter_dir: 
             "files": {f"student/{p.name}": sha256_file(p) for p in paths},
             "recipe": recipe,
         }
+        if trimmed:
+            manifest["tiers"]["student"]["vocab_trim"] = "student/vocab_trim.json"
     if extra:
         manifest.setdefault("provenance", {}).update(extra.get("provenance", {}))
     manifest["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -7,6 +7,13 @@ Which layers: evenly spaced over the teacher's depth, the first and the last alw
 (index ``round(i * (L - 1) / (n - 1))`` for ``i = 0..n-1``; for 6 of 30 layers that is
 0, 6, 12, 17, 23, 29). The first layer turns token embeddings into the residual stream
 the others expect and the last one shapes it for the output head, so both matter most.
+
+A narrower student (``intermediate_size``): each kept layer's MLP keeps only its most
+important hidden units (structured pruning). A unit ``j`` of SwiGLU's
+``down(silu(gate x) * up x)`` contributes through row ``j`` of gate and up and column ``j``
+of down, so its importance is the product of those three norms (data-free, the same rule in
+every layer). The MLP is ~75 % of a SmolLM2 layer's multiply-adds, so 1536 -> 1024 units cuts
+a layer by about a quarter; distillation then recovers what the cut units carried.
 """
 
 from __future__ import annotations
@@ -67,18 +74,48 @@ def drop_layers_state(state: dict, keep: Sequence[int]) -> dict:
     return out
 
 
+def mlp_unit_importance(gate, up, down):
+    """Per hidden unit of a SwiGLU MLP: ||gate row|| * ||up row|| * ||down column||."""
+    return gate.float().norm(dim=1) * up.float().norm(dim=1) * down.float().norm(dim=0)
+
+
+def narrow_mlps(state: dict, num_layers: int, intermediate_size: int) -> tuple[dict, list[list[int]]]:
+    """Keep the ``intermediate_size`` most important MLP units of every layer (order kept).
+
+    Returns the new state and, per layer, the kept unit indices (recorded in the init info).
+    """
+    import torch
+
+    out = dict(state)
+    kept_units: list[list[int]] = []
+    for i in range(num_layers):
+        pre = f"model.layers.{i}.mlp."
+        gate, up, down = (state[pre + n + ".weight"] for n in ("gate_proj", "up_proj", "down_proj"))
+        if intermediate_size > gate.shape[0]:
+            raise ValueError(f"intermediate_size {intermediate_size} > the teacher's {gate.shape[0]}")
+        score = mlp_unit_importance(gate, up, down)
+        keep = torch.topk(score, intermediate_size).indices.sort().values
+        out[pre + "gate_proj.weight"] = gate.index_select(0, keep).contiguous()
+        out[pre + "up_proj.weight"] = up.index_select(0, keep).contiguous()
+        out[pre + "down_proj.weight"] = down.index_select(1, keep).contiguous()
+        kept_units.append(keep.tolist())
+    return out, kept_units
+
+
 def layer_drop(
     teacher_dir: Path,
     out_dir: Path,
     num_layers: int,
     layers: Sequence[int] | None = None,
+    intermediate_size: int | None = None,
 ) -> Path:
     """Write a student HF dir keeping ``num_layers`` evenly spaced teacher decoder layers.
 
     Embeddings, final norm and head are kept, weights copied exactly (same dtype), the
     config's ``num_hidden_layers`` updated, tokenizer and generation config copied, and a
     ``student_init.json`` records the kept teacher layers. Written atomically; returns
-    ``out_dir``. ``layers`` overrides the evenly spaced choice.
+    ``out_dir``. ``layers`` overrides the evenly spaced choice. ``intermediate_size`` (below
+    the teacher's) also narrows every kept layer's MLP to its most important units.
     """
     from safetensors.torch import save_file
 
@@ -94,6 +131,10 @@ def layer_drop(
     state = drop_layers_state(load_state(teacher_dir), keep)
     cfg = dict(cfg)
     cfg["num_hidden_layers"] = len(keep)
+    narrowed = None
+    if intermediate_size is not None and intermediate_size != int(cfg["intermediate_size"]):
+        state, narrowed = narrow_mlps(state, len(keep), intermediate_size)
+        cfg["intermediate_size"] = intermediate_size
     if isinstance(cfg.get("layer_types"), list):
         cfg["layer_types"] = [cfg["layer_types"][i] for i in keep]
     with atomic_dir(out_dir) as tmp:
@@ -107,6 +148,8 @@ def layer_drop(
         copy_tokenizer_files(teacher_dir, tmp)
         info = {"init": "layer_drop", "teacher": str(teacher_dir), "teacher_layers": total,
                 "kept_layers": keep}
+        if narrowed is not None:
+            info.update(intermediate_size=intermediate_size, kept_mlp_units=narrowed)
         (tmp / "student_init.json").write_text(json.dumps(info, indent=2))
         write_marker(tmp, kind="layer-drop", **info)
     return out_dir

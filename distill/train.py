@@ -277,6 +277,7 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
     depths = recipe.stages or [recipe.student.layers]
     stage_teacher_dir = teacher_dir
     stages = []
+    trim_examples = None  # stage 0's examples: what the vocabulary is trimmed to
     for i, depth in enumerate(depths):
         sdir = out / (f"stage{i}-{depth}l" if len(depths) > 1 else "run")
         log(f"stage {i}: {depth}-layer student from {stage_teacher_dir}")
@@ -284,7 +285,8 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
         with dist.main_first():
             if not (init_dir / "config.json").is_file():
                 if recipe.student.init == "layer_drop":
-                    layer_drop(stage_teacher_dir, init_dir, depth)
+                    layer_drop(stage_teacher_dir, init_dir, depth,
+                               intermediate_size=recipe.student.intermediate_size if i == 0 else None)
                 else:
                     from_scratch(stage_teacher_dir, init_dir, depth, recipe.student.hidden_size,
                                  recipe.student.intermediate_size, recipe.train.seed)
@@ -323,6 +325,7 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
             examples = build_examples(tok, texts, [target_for(r["category"]) for r in rows],
                                       recipe.train.max_len)
         extra = load_extra_teachers(recipe.loss, cache, dtype) if teacher_model is not None and i == 0 else []
+        trim_examples = trim_examples if trim_examples is not None else examples
         stats = train_student(init_dir, teacher_model, tok, examples, recipe, sdir, kept, eval_examples, extra)
         del teacher_model, extra
         stages.append({"layers": depth, "teacher": str(stage_teacher_dir), "kept_layers": kept,
@@ -343,8 +346,23 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
     if dist.is_main():  # only rank 0 writes the final dir and the card
         if final.exists():
             shutil.rmtree(final)
-        shutil.copytree(stage_teacher_dir, final)
+        trim = None
+        if recipe.student.trim_vocab:
+            from distill.vocab_trim import trim_trained_student
+
+            untrimmed = out / "model-untrimmed"
+            shutil.rmtree(untrimmed, ignore_errors=True)
+            t0 = time.perf_counter()
+            trim = trim_trained_student(stage_teacher_dir, final, trim_examples, recipe.student.trim_own_answers)
+            shutil.copytree(stage_teacher_dir, untrimmed)
+            trim["seconds"] = round(time.perf_counter() - t0, 1)
+            log(f"vocabulary trimmed: {trim['vocab_before']} -> {trim['vocab_after']} tokens "
+                f"(untrimmed model: {untrimmed})")
+        else:
+            shutil.copytree(stage_teacher_dir, final)
         card = make_card(recipe, teacher_dir, final, stages, len(texts))
+        if trim is not None:
+            card["student"]["vocab_trim"] = trim
         (out / "distill_card.json").write_text(json.dumps(card, indent=2, default=str))
         shutil.copy2(out / "distill_card.json", final / "distill_card.json")
     dist.barrier()

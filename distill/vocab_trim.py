@@ -64,11 +64,12 @@ def kept_token_ids(tokenizer_json: dict, used: set[int]) -> list[int]:
     return sorted(keep)
 
 
-def trim_vocabulary(model_dir: Path, out_dir: Path, texts: Iterable[str]) -> dict:
+def trim_vocabulary(model_dir: Path, out_dir: Path, texts: Iterable[str], used_ids: Iterable[int] = ()) -> dict:
     """Write ``out_dir``: ``model_dir`` with its vocabulary trimmed to what ``texts`` use.
 
     ``texts``: the workload's prompts and answers, rendered as the model sees them (chat
-    template included). Returns a summary (sizes, kept share) that also lands in the marker.
+    template included). ``used_ids``: token ids known to be used (already tokenized
+    examples), kept as well. Returns a summary (sizes, kept share) that also lands in the marker.
     """
     from transformers import AutoTokenizer
 
@@ -76,7 +77,7 @@ def trim_vocabulary(model_dir: Path, out_dir: Path, texts: Iterable[str]) -> dic
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     tj = json.loads((model_dir / "tokenizer.json").read_text())
     texts = list(texts)
-    keep = kept_token_ids(tj, tokens_used(tokenizer, texts))
+    keep = kept_token_ids(tj, tokens_used(tokenizer, texts) | set(used_ids))
     new_id = {old: new for new, old in enumerate(keep)}
     vocab = tj["model"]["vocab"]
     kept_tokens = {tok for tok, i in vocab.items() if i in new_id}
@@ -132,3 +133,42 @@ def chat_corpus(tokenizer, rows: Iterable[tuple[str, str]], system: str | None =
             {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
         texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
     return texts
+
+
+def example_token_ids(examples) -> set[int]:
+    """Every token id of tokenized training examples (a list of ``Example`` or a ``SparseDataset``)."""
+    items = examples.examples if hasattr(examples, "examples") else examples
+    used: set[int] = set()
+    for e in items:
+        used.update(e.prompt)
+        used.update(e.response)
+    return used
+
+
+def trim_trained_student(model_dir: Path, out_dir: Path, examples, own_answers: int = 0) -> dict:
+    """``distill run``'s last step (``student.trim_vocab``): trim a trained student to its training data.
+
+    Kept: every token of the training examples as they were tokenized for training (prompts
+    through the chat template, and the targets), plus the tokens of the student's own greedy
+    answers on the first ``own_answers`` training prompts: a student may write tokens its
+    targets never held, and a trimmed one could no longer. The byte alphabet stays, so any
+    other text still tokenizes. Returns the summary, with the own-answer share that needed a
+    token the targets lacked.
+    """
+    from distill.modeling import generate_ids, load_model, load_tokenizer
+
+    used = example_token_ids(examples)
+    extra: set[int] = set()
+    items = examples.examples if hasattr(examples, "examples") else examples
+    prompts = [e.prompt for e in items[:own_answers]]
+    needed_new = 0
+    if prompts:
+        tok = load_tokenizer(model_dir)
+        answers = generate_ids(load_model(model_dir), tok, [""] * len(prompts), 48, 32, prompts=prompts)
+        for ids in answers:
+            new = set(ids) - used
+            needed_new += bool(new)
+            extra |= new
+    summary = trim_vocabulary(model_dir, out_dir, (), used | extra)
+    summary.update(own_answers=len(prompts), own_answers_with_tokens_beyond_targets=needed_new)
+    return summary

@@ -139,3 +139,63 @@ def test_every_distillation_kind_runs_end_to_end(teacher_dir, cache_dir, tiny_cs
     assert losses["loss_relation"] > 0 and losses["loss_attention"] > 0
     assert 0.0 <= losses["loss_on_policy"] <= 1.0
     assert card["loss"]["extra_teachers"][0]["weight"] == 0.5 and card["loss"]["on_policy"] == 0.5
+
+
+def test_a_narrow_trimmed_student(teacher_dir, cache_dir, tiny_csv, tmp_path):
+    """The faster-student options of a recipe (issue #18 item 5): MLPs narrowed to their most
+    important units at init, the vocabulary trimmed after training; the result still loads,
+    its training texts tokenize to the same tokens, and the kept tokens keep their logits."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from distill.data import build_examples
+    from distill.modeling import load_model
+    from distill.recipe import Recipe
+    from distill.train import distill_run
+
+    r = Recipe.model_validate({
+        "name": "tiny-fast", "data": {"train_file": str(tiny_csv)},
+        "student": {"layers": 2, "intermediate_size": 512, "trim_vocab": True, "trim_own_answers": 4},
+        "train": {"max_steps": 2, "batch_size": 4, "max_len": 96, "threads": 2},
+    })
+    card = distill_run(r, cache_dir, tmp_path)
+    model, untrimmed = tmp_path / "model", tmp_path / "model-untrimmed"
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["intermediate_size"] == 512 and cfg["num_hidden_layers"] == 2
+    init = json.loads((tmp_path / "run" / "init" / "student_init.json").read_text())
+    assert [len(u) for u in init["kept_mlp_units"]] == [512, 512]
+    trim = card["student"]["vocab_trim"]
+    assert trim["vocab_before"] == 49152 and cfg["vocab_size"] == trim["vocab_after"] < 3000
+    assert card["student"]["vocab_size"] == trim["vocab_after"] and trim["own_answers"] == 4
+    # the training data (prompt + teacher target) tokenizes to the same tokens after trimming
+    old_tok, new_tok = AutoTokenizer.from_pretrained(str(untrimmed)), AutoTokenizer.from_pretrained(str(model))
+    texts = [row["text"] for row in csv.DictReader(open(tiny_csv))]
+    targets = json.loads((tmp_path / "run" / "teacher_targets.json").read_text())["ids"]
+    ex = build_examples(old_tok, texts, targets, 96)[0]
+    rendered = old_tok.decode(ex.prompt + ex.response)
+    assert old_tok.convert_ids_to_tokens(old_tok(rendered, add_special_tokens=False)["input_ids"]) == \
+        new_tok.convert_ids_to_tokens(new_tok(rendered, add_special_tokens=False)["input_ids"])
+    kept = json.loads((model / "vocab_trim.json").read_text())["kept_ids"]
+    with torch.no_grad():
+        a = load_model(untrimmed, torch.float32, "cpu")(torch.tensor([ex.prompt])).logits[0]
+        b = load_model(model, torch.float32, "cpu")(torch.tensor([[kept.index(i) for i in ex.prompt]])).logits[0]
+    assert torch.allclose(a[:, kept], b, atol=1e-4)
+
+
+def test_narrowing_keeps_the_most_important_units(teacher_dir, tmp_path):
+    """The narrowed MLP is the teacher's, restricted to the units with the largest
+    gate-row x up-row x down-column norms; a width above the teacher's is refused."""
+    from distill.student_init import layer_drop, load_state, mlp_unit_importance
+
+    out = layer_drop(teacher_dir, tmp_path / "s", 2, intermediate_size=256)
+    info = json.loads((out / "student_init.json").read_text())
+    teacher, student = load_state(teacher_dir), load_state(out)
+    layer = info["kept_layers"][1]
+    pre = f"model.layers.{layer}.mlp."
+    score = mlp_unit_importance(*(teacher[pre + n + ".weight"] for n in ("gate_proj", "up_proj", "down_proj")))
+    kept = info["kept_mlp_units"][1]
+    assert kept == sorted(score.topk(256).indices.tolist())
+    assert (student["model.layers.1.mlp.down_proj.weight"] == teacher[pre + "down_proj.weight"][:, kept]).all()
+    assert student["model.layers.1.mlp.gate_proj.weight"].shape == (256, 576)
+    with pytest.raises(ValueError, match="intermediate_size"):
+        layer_drop(teacher_dir, tmp_path / "w", 2, intermediate_size=4096)

@@ -136,3 +136,37 @@ def test_assemble_merges_and_checks_hashes(teacher_dir, tmp_path):
         f.write(b"x")
     with pytest.raises(asm.HashMismatch, match="sha256 mismatch"):
         asm.assemble(cache, art)
+
+
+def test_a_vocabulary_trimmed_student_ships_and_assembles(teacher_dir, tmp_path):
+    """A trimmed student ships its layers and the token ids it kept; assemble rebuilds the same
+    model dir: the trimmed tokenizer, the base's embedding rows for those ids, its layers."""
+    import torch
+
+    from distill.ship import export_tiers
+    from distill.student_init import layer_drop
+    from distill.vocab_trim import trim_vocabulary
+
+    student = layer_drop(teacher_dir, tmp_path / "student", 2)
+    trimmed = tmp_path / "trimmed"
+    trim_vocabulary(student, trimmed, ["<|im_start|>user\nMy card was declined<|im_end|>\n",
+                                       "Intent: declined_card_payment"])
+    art = tmp_path / "art"
+    manifest = export_tiers(art, student_dir=trimmed)
+    entry = manifest["tiers"]["student"]
+    assert entry["vocab_trim"] == "student/vocab_trim.json" and "student/vocab_trim.json" in entry["files"]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(teacher_dir, cache / "base-teacher", copy_function=asm._link_or_copy)
+    rep = asm.assemble(cache, art)
+    built = rep.dirs["student"]
+    assert rep.built["student"].startswith("built") and is_complete(built)
+    assert not (cache / "student.untrimmed").exists()
+    assert json.loads((built / "tokenizer.json").read_text()) == json.loads((trimmed / "tokenizer.json").read_text())
+    cfg = json.loads((built / "config.json").read_text())
+    assert cfg["vocab_size"] == json.loads((trimmed / "config.json").read_text())["vocab_size"] < 1000
+    a, b = load_state(built), load_state(trimmed)
+    assert torch.equal(a["model.embed_tokens.weight"], b["model.embed_tokens.weight"])
+    k = "model.layers.1.self_attn.o_proj.weight"
+    assert torch.equal(a[k], b[k].half().float())
+    assert asm.assemble(cache, art).built["student"] == "up to date"

@@ -61,3 +61,10 @@ def test_cli_rejects_bad_recipes_before_training(tmp_path, args, message):
     assert message in " ".join(res.output.split())
     assert time.perf_counter() - t0 < 10  # no model was loaded
     assert not (tmp_path / "o").exists()
+
+
+def test_a_layer_dropped_student_can_only_narrow_the_mlp():
+    r = Recipe.model_validate({"student": {"layers": 6, "intermediate_size": 2048}})
+    with pytest.raises(RecipeError, match="can only narrow"):
+        preflight(r)
+    preflight(Recipe.model_validate({"student": {"layers": 6, "intermediate_size": 1024}}))
