@@ -114,23 +114,16 @@ def split_validation(rows: list[dict], n: int = VAL_SIZE, seed: int = 0) -> tupl
 def gpu_main(args: argparse.Namespace) -> None:
     import torch
 
-    from benchmarks.distill_gpu import GpuRun, Steps, hardware, kept_layers
+    from benchmarks.distill_gpu import GpuRun, evaluate_splits, hardware, kept_layers, sweep_setup
     from distill.assemble import build_merged_teacher
     from distill.data import read_csv
-    from distill.evaluate import accuracy, agreement, intent_correct
-    from distill.modeling import decode_responses, generate_ids, load_model
+    from distill.modeling import load_model
     from distill.packaged import materialize_teacher
-    from distill.recipe import ExtraTeacher, load_recipe
+    from distill.recipe import ExtraTeacher
     from distill.student_init import layer_drop
     from distill.train import train_student
 
-    torch.backends.cuda.matmul.allow_tf32 = True
-    recipe = load_recipe(REPO / "distill" / "recipes" / "banking77_gpu.yaml")
-    recipe.data.root = Path(args.data)
-    recipe.train.epochs = args.epochs
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    S = Steps(work, args.budget_s)
+    recipe, work, S = sweep_setup(args, args.epochs)
     variants = SETS[args.set]
     S.res.update(variant_set=args.set, hardware=hardware(), recipe=recipe.model_dump(mode="json"),
                  epochs=args.epochs,
@@ -146,25 +139,8 @@ def gpu_main(args: argparse.Namespace) -> None:
     class AblationRun(GpuRun):
         def evaluate(self, name: str, model_dir: Path, fp16: bool) -> dict:
             """Intent accuracy on validation and test; agreement with the teacher on both."""
-            from benchmarks.distill_gpu import round_fp16_
-
-            m = load_model(model_dir, torch.float32)
-            if fp16:
-                round_fp16_(m)
-            out: dict = {}
-            for split, rows in (("validation", val_rows), ("test", self.test_rows)):
-                ids = generate_ids(m, self.tok, [r["text"] for r in rows], args.max_new_tokens, args.gen_batch)
-                replies = decode_responses(self.tok, ids)
-                (self.preds_dir / f"{name}-{split}.json").write_text(json.dumps(replies))
-                res = {"intent_accuracy": accuracy(intent_correct(replies, [r["category"] for r in rows])),
-                       "n": len(rows)}
-                teacher_file = self.preds_dir / f"teacher-{split}.json"
-                if name != "teacher" and teacher_file.is_file():
-                    res.update(agreement(replies, json.loads(teacher_file.read_text())))
-                out[split] = res
-            del m
-            torch.cuda.empty_cache()
-            return out
+            return evaluate_splits(name, model_dir, {"validation": val_rows, "test": self.test_rows}, self.preds_dir,
+                                   fp16, args.max_new_tokens, args.gen_batch)
 
         def train_eval(self, name: str, variant: dict[str, Any], **_: Any) -> dict:
             r = self.recipe.model_copy(deep=True)

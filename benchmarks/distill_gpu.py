@@ -80,6 +80,39 @@ def round_fp16_(model: torch.nn.Module) -> None:
             p.copy_(p.half().float())
 
 
+def sweep_setup(args: argparse.Namespace, epochs: float) -> tuple[Recipe, Path, "Steps"]:
+    """The GPU recipe on ``args.data`` for ``epochs``, the work dir, and its resumable steps."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "distill" / "recipes" / "banking77_gpu.yaml")
+    recipe.data.root = Path(args.data)
+    recipe.train.epochs = epochs
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    return recipe, work, Steps(work, args.budget_s)
+
+
+def evaluate_splits(name: str, model_dir: Path, splits: dict[str, list[dict]], preds_dir: Path, fp16: bool,
+                    max_new_tokens: int, gen_batch: int) -> dict:
+    """Intent accuracy per split with the model dir's own tokenizer (a trimmed one has its own);
+    replies saved as ``<name>-<split>.json``; agreement with ``teacher-<split>.json`` when present."""
+    tok = load_tokenizer(model_dir)
+    m = load_model(model_dir, torch.float32)
+    if fp16:
+        round_fp16_(m)
+    out: dict = {}
+    for split, rows in splits.items():
+        replies = decode_responses(tok, generate_ids(m, tok, [r["text"] for r in rows], max_new_tokens, gen_batch))
+        (preds_dir / f"{name}-{split}.json").write_text(json.dumps(replies))
+        res = {"intent_accuracy": accuracy(intent_correct(replies, [r["category"] for r in rows])), "n": len(rows)}
+        teacher_file = preds_dir / f"teacher-{split}.json"
+        if name != "teacher" and teacher_file.is_file():
+            res.update(agreement(replies, json.loads(teacher_file.read_text())))
+        out[split] = res
+    del m
+    torch.cuda.empty_cache()
+    return out
+
+
 def seed_from_previous_run(work: Path, prev: Path) -> None:
     """Continue a run whose machine was given back: its results + the teacher's shipped
     adapter and test replies came back; everything else is rebuilt or rerun."""

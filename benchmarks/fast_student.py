@@ -47,27 +47,19 @@ def gpu_main(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from benchmarks.distill_gpu import GpuRun, Steps, hardware, kept_layers, round_fp16_
+    from benchmarks.distill_gpu import GpuRun, evaluate_splits, hardware, kept_layers, sweep_setup
     from distill.assemble import build_merged_teacher
     from distill.data import read_csv
-    from distill.evaluate import accuracy, agreement, intent_correct
-    from distill.modeling import decode_responses, generate_ids, load_model, load_tokenizer
+    from distill.modeling import load_model
     from distill.packaged import materialize_teacher
-    from distill.recipe import load_recipe
     from distill.student_init import layer_drop, load_state
     from distill.train import train_student
     from distill.vocab_trim import trim_trained_student
 
-    torch.backends.cuda.matmul.allow_tf32 = True
-    recipe = load_recipe(REPO / "distill" / "recipes" / "banking77_gpu.yaml")
-    recipe.data.root = Path(args.data)
-    recipe.train.epochs = args.epochs
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    S = Steps(work, args.budget_s)
+    recipe, work, S = sweep_setup(args, args.epochs)
     S.res.update(hardware=hardware(), recipe=recipe.model_dump(mode="json"), variant=VARIANT, epochs=args.epochs,
                  selection="alpha 0.5 chosen on validation by the sweep (distill_sweep_8ep.json); epochs fixed "
-                           "before any run; test chooses nothing")
+                           "before the run or chosen on validation (distill_epochs.json); test chooses nothing")
     all_rows = read_csv(recipe.data.train_path(), limit=args.max_train)
     train_rows, val_rows = split_validation(all_rows, min(VAL_SIZE, len(all_rows) // 5))
     test_rows = read_csv(recipe.data.eval_path(), limit=args.max_eval)
@@ -79,24 +71,8 @@ def gpu_main(args: argparse.Namespace) -> None:
     run = GpuRun(args, recipe, work, teacher_dir, train_rows)
 
     def evaluate(name: str, model_dir: Path, fp16: bool) -> dict:
-        """Intent accuracy on validation and test (the model dir's own tokenizer), agreement with the teacher."""
-        tok = load_tokenizer(model_dir)
-        m = load_model(model_dir, torch.float32)
-        if fp16:
-            round_fp16_(m)
-        out: dict = {}
-        for split, rows in (("validation", val_rows), ("test", test_rows)):
-            replies = decode_responses(tok, generate_ids(m, tok, [r["text"] for r in rows], args.max_new_tokens,
-                                                         args.gen_batch))
-            (run.preds_dir / f"{name}-{split}.json").write_text(json.dumps(replies))
-            res = {"intent_accuracy": accuracy(intent_correct(replies, [r["category"] for r in rows])), "n": len(rows)}
-            teacher_file = run.preds_dir / f"teacher-{split}.json"
-            if name != "teacher" and teacher_file.is_file():
-                res.update(agreement(replies, json.loads(teacher_file.read_text())))
-            out[split] = res
-        del m
-        torch.cuda.empty_cache()
-        return out
+        return evaluate_splits(name, model_dir, {"validation": val_rows, "test": test_rows}, run.preds_dir, fp16,
+                               args.max_new_tokens, args.gen_batch)
 
     def seed_run(seed: int) -> dict:
         r = recipe.model_copy(deep=True)
