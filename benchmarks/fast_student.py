@@ -229,15 +229,9 @@ def cpu_main(args: argparse.Namespace) -> None:
 def ship(args: argparse.Namespace) -> None:
     """Ship the GPU stage's seed-0 trimmed student as the default student tier (issue #18: it beats
     the shipped one on accuracy and speed): its layers, kept token ids, a card from the GPU
-    results, and a competence index refitted on the prompts it trained on (train minus validation)."""
-    import csv
-    import subprocess
-    import sys
-
+    results; the shipped competence index is kept (the workload's prompts did not change)."""
     from distill.assemble import DEFAULT_ARTIFACTS, MANIFEST, sha256_file
-    from distill.data import read_csv
     from distill.ship import export_tiers
-    from tierwise_common.data_dir import data_root
 
     student = rebuild_student(Path(args.cpu), Path(args.work) / "fast-student")
     res = json.loads(Path(args.gpu_results).read_text())
@@ -246,6 +240,7 @@ def ship(args: argparse.Namespace) -> None:
     recipe = res["recipe"]
     art = DEFAULT_ARTIFACTS
     old_card = json.loads((art / "student" / "distill_card.json").read_text())
+    old_index = (art / "student" / "competence.skops").read_bytes()
     if old_card.get("replaces"):
         old_card = {**old_card, "name": old_card["replaces"]["name"], "evaluation": old_card["replaces"]}
     if not (student / "student_init.json").is_file():  # the first GPU runs did not send it back
@@ -280,19 +275,17 @@ def ship(args: argparse.Namespace) -> None:
                            "validation_intent_accuracy": seed0["trimmed"]["validation"]["intent_accuracy"]},
             "evaluation_over_seeds": summary,
             "replaces": {"name": old_card["name"], "intent_accuracy": old_card["evaluation"]["intent_accuracy"]}}
+    # The competence index describes the workload's prompts (Banking77 train), not the split: the
+    # shipped one is kept byte for byte, so what was calibrated against it (the band, the outcome
+    # router's distances) still holds. An index refitted on the 9,403 training prompts alone moved
+    # the default routing's coding conversations from the band into the gate.
+    (art / "student" / "competence.skops").write_bytes(old_index)
+    card["competence"] = old_card["competence"]
     (art / "student" / "distill_card.json").write_text(json.dumps(card, indent=2))
     manifest = json.loads((art / MANIFEST).read_text())
-    manifest["tiers"]["student"]["files"]["student/distill_card.json"] = sha256_file(art / "student" / "distill_card.json")
+    for rel in ("student/distill_card.json", "student/competence.skops"):
+        manifest["tiers"]["student"]["files"][rel] = sha256_file(art / rel)
     (art / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    # the competence index: fitted on the prompts this student trained on
-    rows, _ = split_validation(read_csv(data_root() / "banking77" / "train.csv"), VAL_SIZE)
-    prompts = Path(args.work) / "trained_prompts.csv"
-    with open(prompts, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text"])
-        w.writerows([r["text"]] for r in rows)
-    subprocess.run([sys.executable, "-m", "distill", "competence", "--student", str(art / "student"),
-                    "--prompts", str(prompts)], check=True)
     print(f"shipped {name} into {art}")
 
 
