@@ -181,6 +181,11 @@ def test_a_vllm_tier_starts_once_for_two_workers(stub, tmp_path):
         # and meanwhile the student's requests are answered by its fallback.
         supervisor = next(pid for pid, ppid, args in processes() if ppid == gw.proc.pid and "supervise-tiers" in args)
         subprocess.run(["kill", "-9", str(supervisor)], check=True)
+        # Its vLLM server notices and exits, not at once: a request sent meanwhile may still reach it.
+        deadline = time.time() + 60
+        while any(Path(f"/proc/{pid}").exists() for pid in server_pids) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in server_pids), "vLLM outlived its supervisor"
         deadline, tiers = time.time() + 600, []
         while time.time() < deadline:
             reply = httpx.post(gw.url + "/v1/chat/completions", json={**CHAT, "model": "student"}, timeout=120)
