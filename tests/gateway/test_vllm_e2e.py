@@ -66,8 +66,10 @@ def test_streaming_arrives_incrementally_with_usage_last(vllm_gateway, client):
     assert usage is not None and 0 < usage.completion_tokens <= 24
     assert "".join(text).strip()
     assert len(arrivals) >= 10
-    # Relayed as generated, not buffered: the first token lands well before the last one.
-    assert arrivals[0] < 0.6 * arrivals[-1], arrivals
+    # Relayed as generated, not buffered: the second half of the answer is still arriving well after
+    # its middle (a buffered relay delivers every chunk within a millisecond or two). Not a share of
+    # the total: under load the time to the first token alone can exceed it (1.4 s of 2.2 s in CI).
+    assert arrivals[-1] - arrivals[len(arrivals) // 2] > 0.03, arrivals
 
 
 def test_streaming_without_usage_request_still_books_tokens(vllm_gateway, client):
