@@ -135,11 +135,15 @@ def chat_corpus(tokenizer, rows: Iterable[tuple[str, str]], system: str | None =
     return texts
 
 
+def _example_list(examples) -> list:
+    """The ``Example`` list of a list of examples or of a ``SparseDataset``."""
+    return examples.examples if hasattr(examples, "examples") else examples
+
+
 def example_token_ids(examples) -> set[int]:
     """Every token id of tokenized training examples (a list of ``Example`` or a ``SparseDataset``)."""
-    items = examples.examples if hasattr(examples, "examples") else examples
     used: set[int] = set()
-    for e in items:
+    for e in _example_list(examples):
         used.update(e.prompt)
         used.update(e.response)
     return used
@@ -159,8 +163,7 @@ def trim_trained_student(model_dir: Path, out_dir: Path, examples, own_answers: 
 
     used = example_token_ids(examples)
     extra: set[int] = set()
-    items = examples.examples if hasattr(examples, "examples") else examples
-    prompts = [e.prompt for e in items[:own_answers]]
+    prompts = [e.prompt for e in _example_list(examples)[:own_answers]]
     needed_new = 0
     if prompts:
         tok = load_tokenizer(model_dir)
