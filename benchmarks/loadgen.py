@@ -42,17 +42,22 @@ class RunResult:
 
 
 async def run_load(url: str, body: dict | list[dict], concurrency: int, requests: int, timeout_s: float = 300,
-                   headers: dict | None = None) -> RunResult:
+                   headers: dict | None = None, ramp_s: float = 0.0) -> RunResult:
     """``body``: one request body, or a list sent in turn (distinct prompts, so that nothing on
-    the path can answer from a memo of the previous request)."""
+    the path can answer from a memo of the previous request). ``ramp_s``: worker ``i`` sends its
+    first request ``i / concurrency * ramp_s`` after the start, so arrivals are spread evenly
+    instead of all clients firing at once (and, on an upstream with a fixed answer time, staying
+    in lockstep waves for the whole run)."""
     result = RunResult()
     sent = 0
     bodies = body if isinstance(body, list) else [body]
     stream = bool(bodies[0].get("stream"))
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def worker(session: aiohttp.ClientSession, delay_s: float) -> None:
         nonlocal sent
+        if delay_s:
+            await asyncio.sleep(delay_s)
         while sent < requests:
             this = bodies[sent % len(bodies)]
             sent += 1
@@ -78,7 +83,8 @@ async def run_load(url: str, body: dict | list[dict], concurrency: int, requests
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s),
                                      headers=headers) as session:
         start = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(worker(session) for _ in range(concurrency))), timeout_s)
+        workers = (worker(session, i / concurrency * ramp_s) for i in range(concurrency))
+        await asyncio.wait_for(asyncio.gather(*workers), timeout_s)
         result.wall_s = time.perf_counter() - start
     return result
 

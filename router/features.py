@@ -53,7 +53,8 @@ def hand_features(last_user: str, conversation: str, n_turns: int) -> list[float
     n_chars = len(last_user)
     words = last_user.split()
     n_words = len(words)
-    non_ascii = sum(1 for ch in last_user if ord(ch) > 127)
+    # characters above U+007F, counted in C (the encoder drops exactly those)
+    non_ascii = n_chars - len(last_user.encode("ascii", "ignore"))
     return [
         math.log1p(n_chars),
         math.log1p(n_words),
@@ -68,7 +69,7 @@ def hand_features(last_user: str, conversation: str, n_turns: int) -> list[float
         math.log1p(len(_REASONING.findall(last_user))),
         non_ascii / max(n_chars, 1),  # a coarse language cue: non-Latin scripts
         math.log1p(last_user.count("\n")),
-        (sum(len(w) for w in words) / n_words) if n_words else 0.0,
+        (sum(map(len, words)) / n_words) if n_words else 0.0,
     ]
 
 
