@@ -80,8 +80,11 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         ledger = LedgerWriter(engine, config.ledger.max_batch, max_backlog=config.ledger.max_backlog_rows,
                               state_dir=Path(config.state_dir))
         await ledger.start()
+        # One session serves every client, so it keeps no cookies: one a tier sets on one answer
+        # (a sticky-session balancer, a provider's bot check) would go out with everyone's next request.
         client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(**_POOL), raise_for_status=False,
-                                       timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0))
+                                       timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0),
+                                       cookie_jar=aiohttp.DummyCookieJar())
         tiers = TierRegistry(config, client)
         keys = KeyStore(engine)
         meter = ThroughputMeter(tiers.metrics_urls(), client, poll_s=config.server.throughput_poll_s,  # per_hour tiers

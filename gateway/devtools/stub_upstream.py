@@ -46,12 +46,21 @@ class UpstreamDropped(Exception):
 
 def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "tok", *,
                     continuous_usage: bool = False, drop_after: int | None = None,
-                    logprob: float = -0.05) -> Starlette:
+                    logprob: float = -0.05, set_cookie: bool = False) -> Starlette:
     """``token_delay_s`` paces streamed tokens (and delays whole answers by tokens x delay);
     every answer is ``word`` repeated ``tokens`` times. ``continuous_usage``: honour
-    ``continuous_usage_stats``; ``drop_after``: cut every stream after that many tokens."""
+    ``continuous_usage_stats``; ``drop_after``: cut every stream after that many tokens.
+    ``set_cookie``: every chat answer sets a session cookie (as a load balancer's sticky session
+    or a hosted provider's bot check does), and /metrics counts the chat requests that came
+    back carrying a cookie."""
     words = [word] * tokens
-    served = {"generated": 0, "running": 0}  # what /metrics reports, in vLLM's names
+    served = {"generated": 0, "running": 0, "with_cookie": 0}  # what /metrics reports
+
+    def _cookie_checked(request: Request, response: Response) -> Response:
+        if set_cookie:
+            served["with_cookie"] += "cookie" in request.headers
+            response.set_cookie("stub_session", f"s{served['generated']}")
+        return response
 
     def _logprob_for(body: dict) -> float:
         found = _LOGPROB_TAG.search(json.dumps(body.get("messages", body.get("prompt", ""))))
@@ -88,13 +97,13 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
             finally:
                 served["running"] -= 1
                 served["generated"] += tokens
-            return JSONResponse({
+            return _cookie_checked(request, JSONResponse({
                 "id": "chatcmpl-stub", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words)},
                              "logprobs": _logprobs(body, [w if i == 0 else " " + w for i, w in enumerate(words)], True),
                              "finish_reason": "stop"}],
                 "usage": _usage(prompt_tokens),
-            })
+            }))
         include_usage = (body.get("stream_options") or {}).get("include_usage")
         running_usage = continuous_usage and (body.get("stream_options") or {}).get("continuous_usage_stats")
 
@@ -116,7 +125,7 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
                 yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(prompt_tokens)})}\n\n"
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _cookie_checked(request, StreamingResponse(events(), media_type="text/event-stream"))
 
     async def completion(request: Request) -> Response:
         body = json.loads(await request.body())
@@ -143,7 +152,9 @@ def create_stub_app(tokens: int = 16, token_delay_s: float = 0.0, word: str = "t
         return Response("# TYPE vllm:generation_tokens counter\n"
                         f'vllm:generation_tokens_total{{model_name="stub"}} {served["generated"]}\n'
                         "# TYPE vllm:num_requests_running gauge\n"
-                        f'vllm:num_requests_running{{model_name="stub"}} {served["running"]}\n',
+                        f'vllm:num_requests_running{{model_name="stub"}} {served["running"]}\n'
+                        "# TYPE stub_requests_with_cookie counter\n"
+                        f'stub_requests_with_cookie_total {served["with_cookie"]}\n',
                         media_type="text/plain")
 
     async def models(_: Request) -> Response:
@@ -176,9 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drop-after", type=int, default=None, help="cut every stream after N tokens")
     parser.add_argument("--logprob", type=float, default=-0.05,
                         help="every token's logprob when asked (a [logprob=X] tag in the request overrides)")
+    parser.add_argument("--set-cookie", action="store_true",
+                        help="chat answers set a cookie; /metrics counts requests that carry one back")
     args = parser.parse_args(argv)
     app = create_stub_app(args.tokens, args.token_delay_ms / 1000, args.word,
-                          continuous_usage=args.continuous_usage, drop_after=args.drop_after, logprob=args.logprob)
+                          continuous_usage=args.continuous_usage, drop_after=args.drop_after, logprob=args.logprob,
+                          set_cookie=args.set_cookie)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

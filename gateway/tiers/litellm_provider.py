@@ -37,7 +37,26 @@ def require_litellm(tier_name: str) -> None:
 def _litellm() -> Any:
     import litellm
 
+    if litellm.aclient_session is None:
+        litellm.aclient_session = _cookieless_client()
     return litellm
+
+
+def _cookieless_client() -> Any:
+    """The HTTP client of litellm's OpenAI-compatible calls: one per process, shared by every
+    client of the gateway, so it must keep no cookies (a cookie set on one answer would go
+    out with everyone's next request). httpx keeps them unless its jar's policy refuses every
+    domain. Pool and timeouts as the gateway's own upstream session (``gateway/app.py``); each
+    call still passes the tier's ``timeout_s``."""
+    from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+    import httpx
+
+    # the jar itself: httpx copies a ``Cookies`` object into a fresh, default jar
+    return httpx.AsyncClient(cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+                             limits=httpx.Limits(max_connections=1024, max_keepalive_connections=1024,
+                                                 keepalive_expiry=30),
+                             timeout=httpx.Timeout(600.0, connect=5.0))
 
 
 def _as_upstream_error(exc: Exception) -> GatewayError:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from support.configs import stub_config
 from support.processes import ServerProcess, start_gateway
+from support.stub_modes import stub_factory  # noqa: F401 - a fixture
 
 ADMIN = "tw-exposure-admin-secret"
 CHAT = {"model": "teacher", "messages": [{"role": "user", "content": "hello"}]}
@@ -131,3 +132,24 @@ def test_a_trickled_body_gets_408_and_a_row(closed_gateway):
             break
         time.sleep(0.2)
     assert rows == [("rejected", 408)]
+
+
+def test_upstream_cookies_are_not_carried_to_other_requests(stub_factory, tmp_path):
+    """The gateway's one upstream session is shared by every client: a cookie that a tier sets
+    on one answer (a load balancer's sticky session, a hosted provider's bot check) must not be
+    sent back with the next client's request. Reached by host name, since aiohttp's default jar
+    already refuses cookies from IP addresses."""
+    upstream = stub_factory("--set-cookie")
+    by_name = upstream.url.replace("127.0.0.1", "localhost")
+    gw = start_gateway(stub_config(by_name, f"sqlite:///{tmp_path / 'ledger.db'}"), tmp_path, timeout_s=120)
+    try:
+        for stream in (False, True, False):
+            reply = httpx.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": stream}, timeout=30)
+            assert reply.status_code == 200
+            assert "stub_session" not in reply.headers.get("set-cookie", "")  # not relayed to the client either
+        direct = httpx.post(upstream.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert "stub_session" in direct.headers["set-cookie"]  # the stub does set one
+        metrics = httpx.get(upstream.url + "/metrics", timeout=10).text
+        assert "stub_requests_with_cookie_total 0" in metrics.splitlines()
+    finally:
+        gw.stop()

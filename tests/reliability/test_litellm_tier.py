@@ -79,3 +79,20 @@ def test_litellm_error_mid_stream_is_booked_as_an_error(tmp_path, stub_factory):
     assert '"error"' in resp.text and resp.text.rstrip().endswith("data: [DONE]")
     assert status == "error"
     assert (completion_tokens, source) == (3, "counted")
+
+
+def test_provider_cookies_are_not_carried_to_other_requests(tmp_path, stub_factory):
+    """litellm's HTTP client is one per process, shared by every client of the gateway: a cookie
+    the provider sets on one answer must not go out with the next request (streamed or not).
+    Reached by host name: cookies from an IP address would be refused anyway."""
+    stub = stub_factory("--set-cookie", tokens=4)
+    by_name = ServerProcess(stub.proc, stub.url.replace("127.0.0.1", "localhost"), stub.log)
+    gw = hosted_gateway(by_name, tmp_path, f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        for stream in (False, True, False):
+            assert ask(gw, stream=stream).status_code == 200
+        assert "stub_session" in httpx.post(stub.url + "/v1/chat/completions", timeout=30, json={
+            "model": "stub", "messages": [{"role": "user", "content": "hi"}]}).headers["set-cookie"]
+        assert "stub_requests_with_cookie_total 0" in httpx.get(stub.url + "/metrics", timeout=10).text.splitlines()
+    finally:
+        gw.stop()
