@@ -16,7 +16,8 @@ same venv) beside the current one in every section.
   write, see ``Tier.stream_blocks``).
 * ``floor``: the same c=32 load against two FastAPI apps served like the gateway and holding
   none of it (``stack_floor.py``): one that answers itself, one that relays to the stub through
-  aiohttp: what uvicorn + FastAPI + an HTTP upstream cost here before any gateway work.
+  aiohttp: what uvicorn + FastAPI + an HTTP upstream cost here before any gateway work. The
+  relay is measured in ``stream_chunk`` too (``floor_relay``): the floor per relayed chunk.
 * ``held``: the shape of LLM traffic: the stub answers after 1.5 s; 500 and 1,000 closed-loop
   clients; throughput, p50/p99 and what the gateway adds to them, RSS, the event loop's lag
   and GC pauses (from the gateway's own /metrics); LiteLLM's proxy side by side. All clients
@@ -52,7 +53,7 @@ import httpx
 from benchmarks.common import REPO, RESULTS, data_root, log
 from benchmarks.loadgen import paired_latency, run_load
 from benchmarks.procstat import CpuMeter, process_tree, rss_mb
-from benchmarks.stack_floor import floor_context, floor_section
+from benchmarks.stack_floor import FloorRelay, floor_context, floor_section
 from gateway.auth.keys import KeyStore
 from gateway.devtools.processes import ServerProcess, start_gateway, start_stub
 from gateway.ledger.schema import make_engine
@@ -338,6 +339,8 @@ async def sections(tmp: Path, roots: dict, args, n: int, held_c: list[int]) -> d
              for pacing, delay in (("paced", 1), ("burst", 0))}
     pairs = {name: {pacing: (Gateway(name, root, short.url + "/v1", tmp), Gateway(name, root, long.url + "/v1", tmp))
                     for pacing, (short, long) in stubs.items()} for name, root in roots.items()}
+    pairs["floor_relay"] = {pacing: (FloorRelay(short.url + "/v1", tmp), FloorRelay(long.url + "/v1", tmp))
+                            for pacing, (short, long) in stubs.items()}
     try:
         out["stream_chunk"] = await chunk_section(stubs, pairs, max(60, n // 10))
     finally:

@@ -6,9 +6,9 @@ one route, ``POST /v1/chat/completions``:
 * ``noop_app``: reads and parses the body (orjson) and returns a canned completion: the cost of
   uvicorn + Starlette + FastAPI per request, nothing else.
 * ``relay_app``: parses the body and relays it to the upstream through one pooled aiohttp
-  session (``TIERWISE_FLOOR_UPSTREAM``), returning the upstream's bytes: the floor of any
-  gateway on this stack that calls its model over HTTP, with no auth, routing, validation,
-  ledger or metrics.
+  session (``TIERWISE_FLOOR_UPSTREAM``), returning the upstream's bytes (a stream: each read
+  written as it came): the floor of any gateway on this stack that calls its model over HTTP,
+  with no auth, routing, validation, ledger or metrics.
 
 ``floor_section`` measures both under the same closed-loop load as ``gateway_overhead``'s ``cpu``
 section, so the gateway's CPU per request can be read as floor + its own work.
@@ -17,6 +17,7 @@ section, so the gateway's CPU per request can be read as floor + its own work.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import aiohttp
 import httpx
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from benchmarks.loadgen import run_load
 from benchmarks.procstat import CpuMeter
@@ -61,10 +62,20 @@ async def relay_completion(request: Request) -> Response:
     body = orjson.loads(await request.body())
     body["model"] = "tier"
     state = request.app.state
-    async with state.session.post(state.upstream, data=orjson.dumps(body),
-                                  headers={"content-type": "application/json"}) as upstream:
-        content = await upstream.read()
-        return Response(content, status_code=upstream.status, media_type="application/json")
+    upstream = await state.session.post(state.upstream, data=orjson.dumps(body),
+                                        headers={"content-type": "application/json"})
+    if not body.get("stream"):
+        async with upstream:
+            return Response(await upstream.read(), status_code=upstream.status, media_type="application/json")
+
+    async def relayed() -> AsyncIterator[bytes]:  # each read from the upstream, written as it came
+        try:
+            async for block in upstream.content.iter_any():
+                yield block
+        finally:
+            upstream.release()
+
+    return StreamingResponse(relayed(), status_code=upstream.status, media_type="text/event-stream")
 
 
 @noop_app.get("/health")
@@ -87,6 +98,19 @@ def start_floor(app: str, upstream_v1: str, tmp: Path) -> ServerProcess:
         server.stop()
         raise
     return server
+
+
+class FloorRelay:
+    """``relay_app`` shaped like ``gateway_overhead.Gateway`` (url, headers, server, stop), so the
+    stream-chunk section measures it beside the gateway."""
+
+    def __init__(self, upstream_v1: str, tmp: Path) -> None:
+        self.name, self.headers = "floor_relay", None
+        self.server = start_floor("relay_app", upstream_v1, tmp)
+        self.url = self.server.url + "/v1/chat/completions"
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 async def floor_section(upstream_v1: str, tmp: Path, bodies: list[dict], n: int, concurrency: int = 32,
@@ -121,7 +145,10 @@ def floor_context(result: dict) -> dict:
         return {}
     gateway = result["cpu"]["c32"]["current"]["gateway_cpu_us_per_request"]
     relay = floor["relay_app"]["cpu_us_per_request"]
+    chunks = result.get("stream_chunk", {})
+    per_chunk = {name: chunks[name]["cpu_us_per_chunk"] for name in ("floor_relay", "current") if name in chunks}
     return {"fastapi_noop_us": floor["noop_app"]["cpu_us_per_request"], "fastapi_relay_us": relay,
             "gateway_us": gateway, "gateway_own_work_us": round(gateway - relay, 1),
+            "us_per_relayed_chunk_paced": per_chunk,
             "note": "relay = uvicorn + FastAPI + one aiohttp call upstream, no gateway feature; "
                     "the gateway's own work (auth, validation, routing, ledger, metrics, headers) is the rest"}
