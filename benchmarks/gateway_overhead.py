@@ -391,6 +391,5 @@ def targets(result: dict) -> dict:
     return out
 
 
-
 if __name__ == "__main__":
     main()

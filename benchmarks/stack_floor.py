@@ -30,6 +30,7 @@ from fastapi.responses import Response, StreamingResponse
 from benchmarks.loadgen import run_load
 from benchmarks.procstat import CpuMeter
 from gateway.devtools.processes import ServerProcess, free_port, spawn, wait_until
+from gateway.tiers.base import UPSTREAM_KEEPALIVE_S, UPSTREAM_MAX_CONNECTIONS
 
 _CANNED = orjson.dumps({
     "id": "chatcmpl-floor", "object": "chat.completion", "created": 0, "model": "floor",
@@ -47,7 +48,8 @@ async def noop_completion(request: Request) -> Response:
 
 @asynccontextmanager
 async def _relay_lifespan(app: FastAPI):
-    connector = aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=30)  # as gateway/app.py
+    connector = aiohttp.TCPConnector(limit=UPSTREAM_MAX_CONNECTIONS, limit_per_host=0,  # as the gateway's
+                                     keepalive_timeout=UPSTREAM_KEEPALIVE_S)
     async with aiohttp.ClientSession(connector=connector) as session:
         app.state.session = session
         app.state.upstream = os.environ["TIERWISE_FLOOR_UPSTREAM"].rstrip("/") + "/chat/completions"

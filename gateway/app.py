@@ -53,14 +53,14 @@ from gateway.routing.build import build_policy
 from gateway.routing.workloads import RoutingTable
 from gateway.shadow.sampler import ShadowSampler
 from gateway.state import GatewayState
+from gateway.tiers.base import (UPSTREAM_CONNECT_TIMEOUT_S, UPSTREAM_KEEPALIVE_S, UPSTREAM_MAX_CONNECTIONS,
+                                UPSTREAM_TIMEOUT_S)
 from gateway.tiers.registry import TierRegistry
 from gateway.tiers.throughput import ThroughputMeter
 
 log = logging.getLogger("gateway")
 
-# Generous pool: every in-flight request to a tier holds one connection for its whole
-# (possibly streamed) answer.
-_POOL = {"limit": 1024, "limit_per_host": 0, "keepalive_timeout": 30}
+_POOL = {"limit": UPSTREAM_MAX_CONNECTIONS, "limit_per_host": 0, "keepalive_timeout": UPSTREAM_KEEPALIVE_S}
 
 
 def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None = None) -> FastAPI:
@@ -83,7 +83,8 @@ def create_app(config: GatewayConfig | None = None, *, tier_wait_s: float | None
         # One session serves every client, so it keeps no cookies: one a tier sets on one answer
         # (a sticky-session balancer, a provider's bot check) would go out with everyone's next request.
         client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(**_POOL), raise_for_status=False,
-                                       timeout=aiohttp.ClientTimeout(total=600.0, connect=5.0),
+                                       timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S,
+                                                                     connect=UPSTREAM_CONNECT_TIMEOUT_S),
                                        cookie_jar=aiohttp.DummyCookieJar())
         tiers = TierRegistry(config, client)
         keys = KeyStore(engine)

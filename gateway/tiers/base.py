@@ -20,6 +20,13 @@ from gateway.tiers.breaker import CircuitBreaker
 
 Endpoint = Literal["chat", "completion", "embeddings"]
 
+# The HTTP clients that reach the tiers (the gateway's aiohttp session, litellm's httpx client):
+# every in-flight request holds one connection for its whole (possibly streamed) answer.
+UPSTREAM_MAX_CONNECTIONS = 1024
+UPSTREAM_KEEPALIVE_S = 30.0
+UPSTREAM_TIMEOUT_S = 600.0  # whole answer; each tier's own timeout_s applies per call
+UPSTREAM_CONNECT_TIMEOUT_S = 5.0
+
 
 class TierStatus(str, enum.Enum):
     STARTING = "starting"

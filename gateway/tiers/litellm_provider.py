@@ -16,7 +16,8 @@ from typing import Any
 
 from gateway.config import TierConfig
 from gateway.errors import GatewayError, upstream_error
-from gateway.tiers.base import Endpoint, Tier, TierStatus, UpstreamReply
+from gateway.tiers.base import (UPSTREAM_CONNECT_TIMEOUT_S, UPSTREAM_KEEPALIVE_S, UPSTREAM_MAX_CONNECTIONS,
+                                UPSTREAM_TIMEOUT_S, Endpoint, Tier, TierStatus, UpstreamReply)
 
 # litellm fetches its cost map from the network at import unless told not to; the copy in
 # the package is what a gateway with no egress must use.
@@ -46,17 +47,18 @@ def _cookieless_client() -> Any:
     """The HTTP client of litellm's OpenAI-compatible calls: one per process, shared by every
     client of the gateway, so it must keep no cookies (a cookie set on one answer would go
     out with everyone's next request). httpx keeps them unless its jar's policy refuses every
-    domain. Pool and timeouts as the gateway's own upstream session (``gateway/app.py``); each
-    call still passes the tier's ``timeout_s``."""
+    domain. Pool and timeouts as the gateway's own upstream session (``UPSTREAM_*``); each call
+    still passes the tier's ``timeout_s``."""
     from http.cookiejar import CookieJar, DefaultCookiePolicy
 
     import httpx
 
     # the jar itself: httpx copies a ``Cookies`` object into a fresh, default jar
     return httpx.AsyncClient(cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-                             limits=httpx.Limits(max_connections=1024, max_keepalive_connections=1024,
-                                                 keepalive_expiry=30),
-                             timeout=httpx.Timeout(600.0, connect=5.0))
+                             limits=httpx.Limits(max_connections=UPSTREAM_MAX_CONNECTIONS,
+                                                 max_keepalive_connections=UPSTREAM_MAX_CONNECTIONS,
+                                                 keepalive_expiry=UPSTREAM_KEEPALIVE_S),
+                             timeout=httpx.Timeout(UPSTREAM_TIMEOUT_S, connect=UPSTREAM_CONNECT_TIMEOUT_S))
 
 
 def _as_upstream_error(exc: Exception) -> GatewayError:
