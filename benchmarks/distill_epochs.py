@@ -1,7 +1,7 @@
 """Training length chosen on validation (issue #18 items 6 and the KD margin): the sweep's hard-label
-and validation-chosen KD recipes trained for 8, 16 and 32 epochs (3 seeds each; KD at 32 has seed 0
-only; one H200), the epoch count of each recipe chosen by its mean *validation* accuracy, and the KD
-margin over hard labels on test at the chosen counts.
+and validation-chosen KD recipes trained for 8, 16 and 32 epochs (3 seeds each; one H200), the
+epoch count of each recipe chosen by its mean *validation* accuracy, and the KD margin over hard
+labels on test at the chosen counts, with its seed-level interval.
 
 Reads every GPU raw file of ``benchmarks.distill_ablation --set sweep --epochs N`` present in
 ``benchmarks/results`` (``distill_sweep_<N>ep_gpu_raw.json``); writes
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import time
@@ -51,6 +52,25 @@ def stat(values: list[float]) -> dict:
 
 def points(a: float, b: float) -> float:
     return round(100 * (a - b), 2)
+
+
+def margin_interval(kd: dict, hard: dict) -> dict:
+    """Standard error and Welch 95 % interval of the difference of two seed means, in points.
+
+    With 3 seeds a side the interval is wide (t with ~2-4 degrees of freedom): it says how far
+    the seed-to-seed spread alone could move the margin, not what another data split would do.
+    """
+    from scipy import stats as scipy_stats
+
+    va, vb = (kd["std"] or 0) ** 2 / kd["n_seeds"], (hard["std"] or 0) ** 2 / hard["n_seeds"]
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return {"standard_error_points": 0.0, "welch_df": None, "ci95_points": None}
+    df = (va + vb) ** 2 / (va ** 2 / (kd["n_seeds"] - 1) + vb ** 2 / (hard["n_seeds"] - 1))
+    half = scipy_stats.t.ppf(0.975, df) * se
+    diff = kd["mean"] - hard["mean"]
+    return {"standard_error_points": round(100 * se, 2), "welch_df": round(df, 1),
+            "ci95_points": [round(100 * (diff - half), 2), round(100 * (diff + half), 2)]}
 
 
 def report(raw: dict[int, Path] | None = None) -> dict:
@@ -106,6 +126,8 @@ def report(raw: dict[int, Path] | None = None) -> dict:
         "hard_test_at_chosen": table["hard"][chosen["hard"]]["test"],
         "kd_retention_of_teacher": round(kd / teacher, 4),
         "kd_minus_hard_test_points": margin,
+        "kd_minus_hard_test_interval": margin_interval(table["kd_alpha0.5"][chosen["kd_alpha0.5"]]["test"],
+                                                       table["hard"][chosen["hard"]]["test"]),
         "target_points": TARGET_MARGIN_POINTS, "target_met": margin >= TARGET_MARGIN_POINTS,
         "kd_minus_hard_test_points_by_epochs_read_only": {
             str(e): {"points": points(table["kd_alpha0.5"][e]["test"]["mean"], table["hard"][e]["test"]["mean"]),
