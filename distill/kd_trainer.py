@@ -25,7 +25,8 @@ from distill import dist, losses
 from distill.modeling import default_device, on_gpu
 from distill.recipe import LossSpec, TrainSpec
 from distill.on_policy import student_samples
-from distill.teacher_signals import DenseTeacherSignal, StudentPass, TeacherSignal, use_eager_attention
+from distill.teacher_signals import (DenseTeacherSignal, StudentPass, TeacherSignal, response_positions,
+                                     select_logits, supports_logits_to_keep, use_eager_attention)
 
 #: The loss parts logged next to Trainer's ``loss`` (``loss_soft`` ...), in this order.
 LOSS_PARTS = ("soft", "hard", "hidden", "relation", "attention", "on_policy")
@@ -46,6 +47,7 @@ class KDTrainer(Trainer):
         self.signal = signal
         self.pad_token_id, self.eos_token_id = pad_token_id, eos_token_id
         self._parts: dict[str, list[float]] = {}
+        self._keep_supported: bool | None = None
         self._coin = random.Random(self.args.seed + 7919 * max(0, self.args.process_index))
         if signal is not None and signal.wants_attentions(loss_spec):
             use_eager_attention(self.model)
@@ -55,6 +57,12 @@ class KDTrainer(Trainer):
         return (spec.on_policy > 0 and isinstance(self.signal, DenseTeacherSignal) and model.training
                 and self.pad_token_id is not None and self._coin.random() < spec.on_policy)
 
+    def _logits_to_keep(self, model) -> bool:
+        """Whether the student's forward can compute logits at chosen positions only (checked once)."""
+        if self._keep_supported is None:
+            self._keep_supported = supports_logits_to_keep(self.accelerator.unwrap_model(model))
+        return self._keep_supported
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         spec = self.loss_spec
         signal = self.signal if spec.alpha > 0 else None
@@ -63,19 +71,22 @@ class KDTrainer(Trainer):
             inputs = student_samples(self.accelerator.unwrap_model(model), inputs, pad_token_id=self.pad_token_id,
                                      eos_token_id=self.eos_token_id, max_new_tokens=spec.on_policy_max_new_tokens,
                                      temperature=spec.on_policy_temperature)
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    output_hidden_states=signal is not None and signal.wants_hidden(spec),
-                    output_attentions=signal is not None and signal.wants_attentions(spec))
         tgt = inputs["labels"][:, 1:]
         mask = tgt != losses.IGNORE_INDEX
-        s_sel = out.logits[:, :-1][mask]
+        # logits only where a loss reads them (the prompt's positions are most of the sequence)
+        positions = response_positions(mask) if self._logits_to_keep(model) else None
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    output_hidden_states=signal is not None and signal.wants_hidden(spec),
+                    output_attentions=signal is not None and signal.wants_attentions(spec),
+                    **({"logits_to_keep": positions} if positions is not None else {}))
+        s_sel = select_logits(out.logits, mask, positions)
         hard = losses.hard_ce(s_sel, tgt[mask])
         zero = torch.zeros((), device=hard.device)
         if signal is None:
             parts, loss = {}, hard
         else:
             parts = signal.losses(inputs, StudentPass(s_sel, mask, out.hidden_states,
-                                                      getattr(out, "attentions", None)), spec)
+                                                      getattr(out, "attentions", None), positions), spec)
             loss = (parts["soft"] if on_policy else losses.mix(parts["soft"], hard, spec.alpha))
             for name, weight in (("hidden", spec.hidden_weight), ("relation", spec.relation_weight),
                                  ("attention", spec.attention_weight)):

@@ -33,13 +33,47 @@ class StudentPass:
     """The student's forward pass on one batch, as the signals need it.
 
     ``logits``: response positions only, ``(n_tokens, V)``; ``mask``: which of the shifted
-    positions ``(B, L - 1)`` those are; ``hidden_states``: per layer, when asked for.
+    positions ``(B, L - 1)`` those are; ``hidden_states``: per layer, when asked for;
+    ``positions``: the sequence positions the model computed logits for (``logits_to_keep``,
+    see :func:`response_positions`), or None when it computed them everywhere.
     """
 
     logits: torch.Tensor
     mask: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None
     attentions: tuple[torch.Tensor, ...] | None = None
+    positions: torch.Tensor | None = None
+
+
+def response_positions(mask: torch.Tensor) -> torch.Tensor:
+    """The positions whose logits any loss reads: those where some row of the batch has a target.
+
+    ``mask``: the shifted target mask ``(B, L - 1)`` (logits at position ``p`` predict token
+    ``p + 1``). Prompts are most of a chat example and the output head over a 49k vocabulary is
+    the largest matrix of a layer-dropped student, so computing logits only here (transformers'
+    ``logits_to_keep`` with a tensor of positions) saves a third or more of a CPU training step.
+    """
+    return mask.any(dim=0).nonzero().squeeze(-1)
+
+
+def select_logits(logits: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """``(n_tokens, V)``: the logits at the masked shifted positions, whether the model computed
+    logits everywhere (``positions`` None: ``(B, L, V)``) or only at ``positions``."""
+    if positions is None:
+        return logits[:, :-1][mask]
+    return logits[mask[:, positions]]
+
+
+def supports_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do; a PEFT
+    wrapper passes it on to its base model)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 #: The loss parts a signal may return; the trainer logs each (``loss_soft`` ...) and weights them.
@@ -112,10 +146,16 @@ class DenseTeacherSignal(TeacherSignal):
         if want_att:
             use_eager_attention(self.teacher)
         batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        keep = student.positions
+
+        def run(model: torch.nn.Module, **kwargs) -> tuple[object, torch.Tensor]:
+            positions = keep if keep is not None and supports_logits_to_keep(model) else None
+            out = model(**batch, **kwargs, **({"logits_to_keep": positions} if positions is not None else {}))
+            return out, select_logits(out.logits, student.mask, positions)
+
         with torch.no_grad():
-            t_out = self.teacher(**batch, output_hidden_states=want_hidden, output_attentions=want_att)
-            others = [(m(**batch).logits[:, :-1][student.mask], w) for m, w in self.teachers[1:]]
-        t_sel = t_out.logits[:, :-1][student.mask]
+            t_out, t_sel = run(self.teacher, output_hidden_states=want_hidden, output_attentions=want_att)
+            others = [(run(m)[1], w) for m, w in self.teachers[1:]]
         if others:
             target = losses.mixture_log_probs([t_sel, *(o for o, _ in others)],
                                               [self.teachers[0][1], *(w for _, w in others)], spec.temperature)

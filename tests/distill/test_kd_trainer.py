@@ -221,3 +221,30 @@ def test_on_policy_batches_are_the_students_own_samples(batch, tmp_path) -> None
                     signal=DenseTeacherSignal(tiny_llama(2, 2)), pad_token_id=0, eos_token_id=1)
     off.compute_loss(student, batch)
     assert off._parts["on_policy"][-1] == 0.0
+
+
+@pytest.mark.parametrize("spec", [LossSpec(alpha=0.7, temperature=2.0, hidden_weight=0.25),
+                                  LossSpec(alpha=0.5, soft="jsd", relation_weight=0.5, teacher_weight=2.0)])
+def test_logits_only_at_response_positions_change_nothing_but_the_work(batch, tmp_path, spec) -> None:
+    """The output head runs only where some row has a target (student and dense teachers); loss
+    and gradients are those of the full-logits pass."""
+    batch = {k: v.clone() for k, v in batch.items()}
+    batch["labels"][0, :6] = losses.IGNORE_INDEX  # prompts of different lengths: positions 3..8 needed
+    results = []
+    for keep in (True, False):
+        student, teacher = tiny_llama(2, seed=1), tiny_llama(4, seed=2)
+        extra = [(tiny_llama(3, seed=3), 1.0)] if spec.teacher_weight != 1.0 else []
+        rows: list[int] = []
+        for model in (student, teacher, *(m for m, _ in extra)):
+            model.lm_head.register_forward_hook(lambda m, inp, out: rows.append(inp[0].shape[1]))
+        signal = DenseTeacherSignal(teacher, layer_map=[0, 3], weight=spec.teacher_weight, extra=extra)
+        trainer = _trainer(student, spec, signal, tmp_path)
+        trainer._keep_supported = keep
+        loss = trainer.compute_loss(student, batch)
+        loss.backward()
+        results.append((loss.item(), student.model.layers[0].mlp.up_proj.weight.grad.clone(), rows))
+    (kept_loss, kept_grad, kept_rows), (full_loss, full_grad, full_rows) = results
+    assert kept_loss == pytest.approx(full_loss, rel=1e-5)
+    assert torch.allclose(kept_grad, full_grad, rtol=1e-4, atol=1e-7)
+    assert len(kept_rows) == len(full_rows) == 2 + len(extra)
+    assert set(full_rows) == {10} and set(kept_rows) == {6}  # positions 3..8 of 10
