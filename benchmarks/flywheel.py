@@ -6,8 +6,9 @@ at the default sizes, ~35 min with ``--quick``)::
 
     python -m benchmarks.flywheel [--quick]
 
-1. **Cold start.** One gateway process serves the packaged flagship (``flagship``) and, from the
-   same vLLM process, the Banking77 support adapter (``teacher``); no student. Capture is on
+1. **Cold start.** One gateway process serves the packaged flagship (``flagship``) and the
+   Banking77 support teacher (``teacher``: the flagship with the support adapter merged, its own
+   vLLM process); no student. Capture is on
    for two workloads: ``support`` (Banking77 train messages with the support system prompt,
    answered ``Intent: ...\\nReply: ...`` by ``teacher``) and ``exam`` (MMLU questions with a
    "letter only" system prompt, answered by ``flagship``). Both are replayed as live traffic
@@ -74,9 +75,12 @@ def gateway_config(cache: Path, db: str) -> dict:
     return {
         "model_list": [
             {"model_name": "flagship", "role": "teacher", "price": PRICE["teacher"],
-             "vllm": {"model": str(cache / "base-teacher"), "max_model_len": 1024,
-                      "lora_modules": {"teacher": str(cache / "teacher-adapter")}}},
-            {"model_name": "teacher", "role": "teacher", "served_by": "flagship", "price": PRICE["teacher"]},
+             "vllm": {"model": str(cache / "base-teacher"), "max_model_len": 1024}},
+            # the support teacher merged (base + adapter), in its own vLLM process: on this CPU a LoRA
+            # module on the flagship answered 0.9 support requests/s at 8 or 32 concurrent, the merged
+            # model 2.2 / 3.4 (NOTES.md), which is what makes thousands of captures affordable
+            {"model_name": "teacher", "role": "teacher", "price": PRICE["teacher"],
+             "vllm": {"model": str(cache / "teacher"), "max_model_len": 1024}},
         ],
         "router": {"policy": "fixed", "default_tier": "flagship", "strong_tier": "flagship", "weak_tier": "student"},
         "capture": {"enabled": True, "workloads": ["support", "exam"], "logprobs_top_k": 5},
@@ -92,7 +96,7 @@ def request(workload: str, text: str, model: str) -> dict:
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": text[:1500]}]}
 
 
-async def replay(gw: ServerProcess, workload: str, texts: list[str], model: str, concurrency: int = 8) -> list[dict]:
+async def replay(gw: ServerProcess, workload: str, texts: list[str], model: str, concurrency: int = 32) -> list[dict]:
     """Send ``texts`` through the gateway; each result: tier, answer, request id, status."""
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
@@ -207,7 +211,7 @@ def main() -> None:
     parser.add_argument("--exam-captures", type=int, default=600)
     parser.add_argument("--heldout", type=int, default=300)
     parser.add_argument("--student-layers", type=int, default=6)
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, default=6.0, help="at most; early stopping on the validation split")
     parser.add_argument("--eval-n", type=int, default=150)
     parser.add_argument("--min-fraction", type=float, default=0.97)
     parser.add_argument("--canary-pairs", type=int, default=30)

@@ -84,6 +84,11 @@ class StudentSpec(BaseModel):
     trim_own_answers: int = Field(
         0, ge=0, description="trim_vocab: also keep the tokens of the student's own greedy answers on this many "
         "training prompts (tokens it uses that the targets do not)")
+    trim_before_training: bool = Field(
+        False, description="trim_vocab: trim the freshly initialised student instead of the trained one, so every "
+        "training step pays for the small head (the CPU's biggest saving); kept: the training and validation "
+        "examples' tokens and the teacher's top-k candidates; a local teacher's soft targets are renormalised over "
+        "the kept tokens. Single-stage recipes only")
 
 
 class LossSpec(BaseModel):
@@ -204,6 +209,14 @@ class Recipe(BaseModel):
             if any(b >= a for a, b in zip(self.stages, self.stages[1:])):
                 raise ValueError(f"progressive stages must shrink, got {self.stages}")
             self.student.layers = self.stages[-1]
+        if self.student.trim_before_training:
+            if not self.student.trim_vocab:
+                raise ValueError("student.trim_before_training needs student.trim_vocab: true")
+            if self.stages is not None and len(self.stages) > 1:
+                raise ValueError("student.trim_before_training: single-stage recipes only (a later stage's teacher "
+                                 "would be a trimmed student)")
+            if self.loss.extra_teachers:
+                raise ValueError("student.trim_before_training: not with loss.extra_teachers")
         return self
 
 

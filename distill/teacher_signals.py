@@ -20,12 +20,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from distill import losses
 from distill.recipe import LossSpec
+
+if TYPE_CHECKING:
+    from distill.trim_first import TeacherVocab
 
 
 @dataclass
@@ -120,9 +123,13 @@ class DenseTeacherSignal(TeacherSignal):
     """
 
     def __init__(self, teacher: torch.nn.Module, layer_map: Sequence[int] = (), *,
-                 weight: float = 1.0, extra: Sequence[tuple[torch.nn.Module, float]] = ()) -> None:
-        """``layer_map[s]``: the teacher layer student layer ``s`` is compared with (hidden loss)."""
+                 weight: float = 1.0, extra: Sequence[tuple[torch.nn.Module, float]] = (),
+                 vocab: "TeacherVocab | None" = None) -> None:
+        """``layer_map[s]``: the teacher layer student layer ``s`` is compared with (hidden loss).
+        ``vocab``: the student's vocabulary was trimmed before training
+        (:mod:`distill.trim_first`); the teachers keep theirs and are read through it."""
         self.teacher = teacher
+        self.vocab = vocab
         self.layer_map = list(layer_map)
         self.teachers = [(teacher, float(weight)), *((m, float(w)) for m, w in extra)]
         for model, _ in self.teachers:
@@ -145,13 +152,15 @@ class DenseTeacherSignal(TeacherSignal):
         want_hidden, want_att = self.wants_hidden(spec), self.wants_attentions(spec)
         if want_att:
             use_eager_attention(self.teacher)
-        batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        input_ids = inputs["input_ids"] if self.vocab is None else self.vocab.to_teacher(inputs["input_ids"])
+        batch = {"input_ids": input_ids, "attention_mask": inputs["attention_mask"]}
         keep = student.positions
 
         def run(model: torch.nn.Module, **kwargs) -> tuple[object, torch.Tensor]:
             positions = keep if keep is not None and supports_logits_to_keep(model) else None
             out = model(**batch, **kwargs, **({"logits_to_keep": positions} if positions is not None else {}))
-            return out, select_logits(out.logits, student.mask, positions)
+            selected = select_logits(out.logits, student.mask, positions)
+            return out, selected if self.vocab is None else self.vocab.restrict(selected)
 
         with torch.no_grad():
             t_out, t_sel = run(self.teacher, output_hidden_states=want_hidden, output_attentions=want_att)

@@ -48,6 +48,7 @@ from distill.recipe import LossSpec, Recipe, TrainSpec, preflight
 from distill.student_init import from_scratch, layer_drop, load_state, read_config
 from distill.teacher_signals import DenseTeacherSignal, SparseTeacherSignal, TeacherSignal
 from distill.teachers import load_extra_teachers, resolve_teacher_dir
+from distill.trim_first import TeacherVocab, trim_before_training
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 #: The loss of runs that learn from hard targets only (teacher fine-tuning, gold-label students).
@@ -64,8 +65,9 @@ def save_model_dir(model: torch.nn.Module, src_dir: Path, out_dir: Path, info: d
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
         save_state_dict_dir(state, dict(read_config(src_dir)), tmp)
         copy_tokenizer_files(src_dir, tmp)
-        if (Path(src_dir) / "student_init.json").is_file():
-            shutil.copy2(Path(src_dir) / "student_init.json", tmp / "student_init.json")
+        for extra in ("student_init.json", "vocab_trim.json"):  # a student trimmed before training keeps its map
+            if (Path(src_dir) / extra).is_file():
+                shutil.copy2(Path(src_dir) / extra, tmp / extra)
         write_marker(tmp, **info)
     return out_dir
 
@@ -163,6 +165,7 @@ def teacher_signal(
     examples: list[Example] | SparseDataset,
     layer_map: list[int] | None,
     extra_teachers: list[tuple[torch.nn.Module, float]] = (),
+    teacher_vocab: TeacherVocab | None = None,
 ) -> TeacherSignal | None:
     """The soft-target source of a student run, or None (hard targets only).
 
@@ -174,7 +177,8 @@ def teacher_signal(
     if isinstance(examples, SparseDataset):
         return SparseTeacherSignal()
     if teacher_model is not None:
-        return DenseTeacherSignal(teacher_model, layer_map or [], weight=loss.teacher_weight, extra=extra_teachers)
+        return DenseTeacherSignal(teacher_model, layer_map or [], weight=loss.teacher_weight, extra=extra_teachers,
+                                  vocab=teacher_vocab)
     return None
 
 
@@ -188,6 +192,7 @@ def train_student(
     layer_map: list[int] | None = None,
     eval_examples: list[Example] | SparseDataset | None = None,
     extra_teachers: list[tuple[torch.nn.Module, float]] = (),
+    teacher_vocab: TeacherVocab | None = None,
 ) -> dict:
     """Train one student with :class:`KDTrainer`; write ``out_dir/model``; return stats.
 
@@ -196,6 +201,8 @@ def train_student(
     each student layer came from (hidden-state loss). ``eval_examples`` (the validation
     split, same kind as ``examples``) with ``train.early_stopping_patience``: the epoch is
     chosen by validation loss, and the choice is reported under ``selection``.
+    ``teacher_vocab``: the student's vocabulary was trimmed before training (``tok`` and the
+    examples are the trimmed ones; the teacher is read through it).
     """
     spec = recipe.train
     torch.manual_seed(spec.seed)
@@ -218,7 +225,7 @@ def train_student(
         data_collator=examples.collator if sparse else RightPadCollator(tok.pad_token_id),
         callbacks=callbacks,
         loss_spec=recipe.loss if recipe.loss.targets == "teacher" else HARD_ONLY,
-        signal=teacher_signal(recipe.loss, teacher_model, examples, layer_map, extra_teachers),
+        signal=teacher_signal(recipe.loss, teacher_model, examples, layer_map, extra_teachers, teacher_vocab),
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
     )
     t0 = time.perf_counter()
@@ -278,6 +285,7 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
     stage_teacher_dir = teacher_dir
     stages = []
     trim_examples = None  # stage 0's examples: what the vocabulary is trimmed to
+    trim = None
     for i, depth in enumerate(depths):
         sdir = out / (f"stage{i}-{depth}l" if len(depths) > 1 else "run")
         log(f"stage {i}: {depth}-layer student from {stage_teacher_dir}")
@@ -326,7 +334,18 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
                                       recipe.train.max_len)
         extra = load_extra_teachers(recipe.loss, cache, dtype) if teacher_model is not None and i == 0 else []
         trim_examples = trim_examples if trim_examples is not None else examples
-        stats = train_student(init_dir, teacher_model, tok, examples, recipe, sdir, kept, eval_examples, extra)
+        train_dir, student_tok, teacher_vocab = init_dir, tok, None
+        if recipe.student.trim_before_training:
+            train_dir = sdir / "init-trimmed"
+            with dist.main_first():
+                t0 = time.perf_counter()
+                trim, examples, eval_examples, teacher_vocab = trim_before_training(
+                    init_dir, train_dir, examples, eval_examples, tok)
+                trim["seconds"] = round(time.perf_counter() - t0, 1)
+            student_tok = load_tokenizer(train_dir)
+            log(f"vocabulary trimmed before training: {trim['vocab_before']} -> {trim['vocab_after']} tokens")
+        stats = train_student(train_dir, teacher_model, student_tok, examples, recipe, sdir, kept, eval_examples,
+                              extra, teacher_vocab)
         del teacher_model, extra
         stages.append({"layers": depth, "teacher": str(stage_teacher_dir), "kept_layers": kept,
                        "train_seconds": stats["train_seconds"], "steps": stats["steps"],
@@ -346,8 +365,9 @@ def distill_run(recipe: Recipe, cache: Path, out: Path, log: Callable[[str], Non
     if dist.is_main():  # only rank 0 writes the final dir and the card
         if final.exists():
             shutil.rmtree(final)
-        trim = None
-        if recipe.student.trim_vocab:
+        if recipe.student.trim_before_training:
+            shutil.copytree(stage_teacher_dir, final)  # trained trimmed: `trim` is the summary from above
+        elif recipe.student.trim_vocab:
             from distill.vocab_trim import trim_trained_student
 
             untrimmed = out / "model-untrimmed"

@@ -57,6 +57,9 @@ def run_cmd(
     ledger_url: str | None = typer.Option(None, "--ledger-url", help="ledger database (default: the gateway config's)"),
     config: Path | None = typer.Option(None, "--config", help="gateway config YAML (default: the embedded one)"),
     student_layers: int = 6,
+    trim_vocab: bool = typer.Option(True, "--trim-vocab/--no-trim-vocab",
+                                    help="train the student on the vocabulary the captured data uses (trimmed "
+                                    "before training): faster to train on a CPU and to serve"),
     epochs: float = 3.0,
     max_steps: int = typer.Option(-1, help="> 0: train this many steps (smoke runs)"),
     batch_size: int = 16,
@@ -80,7 +83,8 @@ def run_cmd(
 
     cfg = load_config(config)
     weak = next((t for t in cfg.model_list if t.model_name == cfg.router.weak_tier), None)
-    settings = LoopSettings(workload=workload, out=out, student_layers=student_layers, epochs=epochs,
+    settings = LoopSettings(workload=workload, out=out, student_layers=student_layers, trim_vocab=trim_vocab,
+                            epochs=epochs,
                             max_steps=max_steps, batch_size=batch_size, max_train=max_train, eval_n=eval_n,
                             min_fraction=min_fraction, canary_share=canary_share, canary_pairs=canary_pairs,
                             canary_agreement=canary_agreement, canary_timeout_s=canary_timeout_s,

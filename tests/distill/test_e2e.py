@@ -182,6 +182,46 @@ def test_a_narrow_trimmed_student(teacher_dir, cache_dir, tiny_csv, tmp_path):
     assert torch.allclose(a[:, kept], b, atol=1e-4)
 
 
+def test_a_student_trimmed_before_training(teacher_dir, cache_dir, tiny_csv, tmp_path):
+    """``student.trim_before_training``: the init is trimmed, every step trains the small
+    vocabulary against the full teacher (read through the kept ids), and the shipped dir is the
+    trimmed one: its tokenizer renders the training texts to the kept tokens and it answers."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from distill.data import build_examples
+    from distill.modeling import decode_responses, generate_ids, load_model, load_tokenizer
+    from distill.recipe import Recipe
+    from distill.train import distill_run
+
+    r = Recipe.model_validate({
+        "name": "tiny-trim-first", "data": {"train_file": str(tiny_csv)},
+        "student": {"layers": 2, "trim_vocab": True, "trim_before_training": True},
+        "loss": {"alpha": 0.9, "hidden_weight": 0.5},
+        "train": {"max_steps": 3, "batch_size": 4, "max_len": 96, "threads": 2, "logging_steps": 1},
+    })
+    card = distill_run(r, cache_dir, tmp_path)
+    model = tmp_path / "model"
+    trim = card["student"]["vocab_trim"]
+    cfg = json.loads((model / "config.json").read_text())
+    assert trim["when"] == "before training" and trim["vocab_before"] == 49152
+    assert cfg["vocab_size"] == trim["vocab_after"] < 3000 and not (tmp_path / "model-untrimmed").exists()
+    losses = [h for h in card["stages"][0].get("history", []) if "loss_soft" in h] or [card["stages"][0]["final_losses"]]
+    assert all(h["loss_soft"] > 0 for h in losses)  # the teacher's signal reached the trimmed student
+    kept = json.loads((model / "vocab_trim.json").read_text())["kept_ids"]
+    old_tok, new_tok = AutoTokenizer.from_pretrained(str(teacher_dir)), AutoTokenizer.from_pretrained(str(model))
+    texts = [row["text"] for row in csv.DictReader(open(tiny_csv))]
+    targets = json.loads((tmp_path / "run" / "teacher_targets.json").read_text())["ids"]
+    ex = build_examples(old_tok, texts, targets, 96)[0]
+    rendered = old_tok.decode(ex.prompt + ex.response)
+    assert [kept[i] for i in new_tok(rendered, add_special_tokens=False)["input_ids"]] == \
+        old_tok(rendered, add_special_tokens=False)["input_ids"]
+    tok = load_tokenizer(model)
+    ids = generate_ids(load_model(model, torch.float32, "cpu"), tok, texts[:2], 8, 2)
+    assert all(0 <= i < cfg["vocab_size"] for seq in ids for i in seq)
+    assert all(isinstance(a, str) for a in decode_responses(tok, ids))
+
+
 def test_narrowing_keeps_the_most_important_units(teacher_dir, tmp_path):
     """The narrowed MLP is the teacher's, restricted to the units with the largest
     gate-row x up-row x down-column norms; a width above the teacher's is refused."""

@@ -248,3 +248,24 @@ def test_logits_only_at_response_positions_change_nothing_but_the_work(batch, tm
     assert torch.allclose(kept_grad, full_grad, rtol=1e-4, atol=1e-7)
     assert len(kept_rows) == len(full_rows) == 2 + len(extra)
     assert set(full_rows) == {10} and set(kept_rows) == {6}  # positions 3..8 of 10
+
+
+def test_a_student_trimmed_before_training_reads_the_teacher_through_its_vocabulary(batch) -> None:
+    """``DenseTeacherSignal(vocab=...)``: the teacher sees its own ids for the student's tokens and
+    its logits are restricted to the kept tokens (a distribution renormalised over them)."""
+    from distill.trim_first import TeacherVocab
+
+    kept = torch.arange(0, VOCAB, 2)  # the student's 32 tokens are the teacher's even ids
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(kept), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    student, teacher = LlamaForCausalLM(cfg).eval(), tiny_llama(2, seed=2)
+    small = {k: v % len(kept) if k != "attention_mask" else v for k, v in batch.items()}
+    small["labels"] = torch.where(batch["labels"] == losses.IGNORE_INDEX, batch["labels"], small["labels"])
+    s = student_pass(student, small)
+    spec = LossSpec(temperature=2.0)
+    soft = DenseTeacherSignal(teacher, vocab=TeacherVocab(kept)).losses(small, s, spec)["soft"]
+    with torch.no_grad():
+        t_logits = teacher(input_ids=kept[small["input_ids"]], attention_mask=small["attention_mask"]).logits
+    want = losses.soft_loss("forward_kl", s.logits, t_logits[:, :-1][s.mask][:, kept], 2.0)
+    assert soft.item() == pytest.approx(want.item(), rel=1e-5) and soft.item() > 0

@@ -97,6 +97,8 @@ def test_one_turn_from_captured_traffic_to_a_promoted_student(stub, tmp_path):
         assert report["outcome"] == "promoted", report
         assert report["stages"]["dataset"]["counts"]["train"] > 0
         assert "validation" in report["stages"]["distill"]["selection"]["by"]
+        trim = report["stages"]["distill"]["vocab_trim"]  # the default: trained on the captured data's vocabulary
+        assert trim["when"] == "before training" and trim["vocab_after"] < trim["vocab_before"] // 5
         assert report["stages"]["canary"]["shadow_pairs"] >= 3
 
         route = ControlStore(make_engine(db)).snapshot().routes["support"]
