@@ -1,8 +1,8 @@
 """The flywheel, measured: from a gateway's own teacher traffic to a promoted student, for two
 workloads at once, with no manual step and no restart (issue #13).
 
-Run from the repository root (needs `make setup`'s model cache; about an hour on 2 CPU cores
-at the default sizes, ~35 min with ``--quick``)::
+Run from the repository root (needs `make setup`'s model cache; 42 min on 2 CPU cores at the
+default sizes on 2026-11-29; ``--quick`` is smaller and was not re-timed since the merged teacher)::
 
     python -m benchmarks.flywheel [--quick]
 
@@ -206,7 +206,7 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller replay and student (about 35 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="smaller replay and student (a smoke run)")
     parser.add_argument("--support-captures", type=int, default=1500)
     parser.add_argument("--exam-captures", type=int, default=600)
     parser.add_argument("--heldout", type=int, default=300)
