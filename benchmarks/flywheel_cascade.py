@@ -30,14 +30,22 @@ from distill.chat_eval import first_line
 from distill.modeling import default_device, load_model, load_tokenizer
 
 
-def answers_with_confidence(model_dir: Path, records: list[dict], batch: int = 64,
+class Student:
+    """A student model dir loaded once for every split: model, left-padding tokenizer, and the
+    ids of its tokens that hold a line break (where a first line ends)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.tok = load_tokenizer(model_dir)
+        self.tok.padding_side = "left"
+        self.device = default_device()
+        self.model = load_model(model_dir).to(self.device).eval()
+        self.newline = {i for i in range(len(self.tok)) if "\n" in self.tok.decode([i])}
+
+
+def answers_with_confidence(student: Student, records: list[dict], batch: int = 64,
                             max_new_tokens: int = 24) -> list[tuple[str, float]]:
     """(greedy answer, lowest token probability of its first line) per record."""
-    tok = load_tokenizer(model_dir)
-    tok.padding_side = "left"
-    device = default_device()
-    model = load_model(model_dir).to(device).eval()
-    newline = {i for i in range(len(tok)) if "\n" in tok.decode([i])}
+    tok, device, model, newline = student.tok, student.device, student.model, student.newline
     out: list[tuple[str, float]] = []
     for start in range(0, len(records), batch):
         chunk = records[start:start + batch]
@@ -74,9 +82,10 @@ def evaluate(model_dir: Path, data: Path, target: float) -> dict:
     splits = {s: read_chat_jsonl(data / f"{s}.jsonl") for s in ("validation", "test")}
     res: dict = {"model": str(model_dir)}
     seen = {}
+    student = Student(model_dir)
     for split, records in splits.items():
         t0 = time.perf_counter()
-        pairs = answers_with_confidence(model_dir, records)
+        pairs = answers_with_confidence(student, records)
         agree = [first_line(a) == first_line(r["messages"][-1]["content"]) for (a, _), r in zip(pairs, records)]
         seen[split] = ([c for _, c in pairs], agree)
         res[f"{split}_agreement"] = {"value": sum(agree) / len(agree), "n": len(agree),

@@ -132,6 +132,8 @@ class DenseTeacherSignal(TeacherSignal):
         self.vocab = vocab
         self.layer_map = list(layer_map)
         self.teachers = [(teacher, float(weight)), *((m, float(w)) for m, w in extra)]
+        # checked once here, not per batch (inspecting a forward signature every step is wasted work)
+        self._logits_to_keep = {id(m): supports_logits_to_keep(m) for m, _ in self.teachers}
         for model, _ in self.teachers:
             model.eval()  # frozen: never stepped, no dropout
             for p in model.parameters():
@@ -157,7 +159,7 @@ class DenseTeacherSignal(TeacherSignal):
         keep = student.positions
 
         def run(model: torch.nn.Module, **kwargs) -> tuple[object, torch.Tensor]:
-            positions = keep if keep is not None and supports_logits_to_keep(model) else None
+            positions = keep if keep is not None and self._logits_to_keep[id(model)] else None
             out = model(**batch, **kwargs, **({"logits_to_keep": positions} if positions is not None else {}))
             selected = select_logits(out.logits, student.mask, positions)
             return out, selected if self.vocab is None else self.vocab.restrict(selected)
