@@ -13,11 +13,11 @@ whose message says where the data was expected, before any number is measured.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 from tierwise_common.data_dir import MissingDataError, data_root, require_data  # noqa: F401  (re-exported)
+from tierwise_common.intervals import wilson  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -30,11 +30,3 @@ def log(msg: str) -> None:
     print(f"[{time.perf_counter() - STARTED:7.1f}s] {msg}", flush=True)
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """95 % Wilson score interval for a share (small samples: report the interval, not only the share)."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]

@@ -298,6 +298,32 @@ def evaluate_cmd(
         json_out.write_text(json.dumps(report, indent=2))
 
 
+@app.command("cascade")
+def cascade_cmd(
+    model: Path = typer.Option(..., "--model", help="student model dir (the artifact is written into it)"),
+    data: Path = typer.Option(..., "--data", help="dataset dir with validation.jsonl (fit) and test.jsonl (gate)"),
+    quality: float = typer.Option(0.97, min=0.0, max=1.0, help="routed quality to reach: share of final answers "
+                                  "that agree with the teacher (escalations agree)"),
+    min_share: float = typer.Option(0.2, min=0.0, max=1.0, help="the gate also wants this share kept on the student"),
+    margin: float = typer.Option(0.01, min=0.0, max=0.5, help="the threshold aims this far above QUALITY on validation"),
+    n: Optional[int] = typer.Option(None, min=10, help="at most N records per split"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the report here"),
+    threads: Optional[int] = typer.Option(2, help="torch CPU threads"),
+) -> None:
+    """Fit the student's cascade confidence model on validation, gate it on test (cascade.skops)."""
+    _threads(threads)
+    from distill.cascade_fit import fit_cascade, write_report  # torch
+
+    for split in ("validation", "test"):
+        if not (data / f"{split}.jsonl").is_file():
+            console.print(f"[red]error:[/red] no {split}.jsonl in {data}")
+            raise typer.Exit(2)
+    fit = fit_cascade(model, data, quality, min_share, n, margin)
+    console.print_json(json.dumps(fit.public()))
+    if json_out:
+        write_report(fit, json_out)
+
+
 @app.command("trim-vocab")
 def trim_vocab_cmd(
     model: Path = typer.Option(..., "--model", help="student model dir"),

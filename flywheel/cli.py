@@ -66,6 +66,11 @@ def run_cmd(
     max_train: int | None = None,
     eval_n: int = 200,
     min_fraction: float = typer.Option(0.97, help="offline gate: share of the teacher's quality on the test split"),
+    cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="a student that fails the offline gate alone "
+                                 "is tried behind a cascade fitted on the validation split (the teacher answers "
+                                 "what it is unsure of)"),
+    cascade_min_share: float = typer.Option(0.2, min=0.0, max=1.0, help="the cascade must keep this share of the "
+                                            "test split on the student"),
     canary_share: float = 0.2,
     canary_pairs: int = typer.Option(30, help="shadow pairs the canary must collect"),
     canary_agreement: float = typer.Option(0.9, help="online gate: mean shadow agreement with the teacher"),
@@ -86,7 +91,8 @@ def run_cmd(
     settings = LoopSettings(workload=workload, out=out, student_layers=student_layers, trim_vocab=trim_vocab,
                             epochs=epochs,
                             max_steps=max_steps, batch_size=batch_size, max_train=max_train, eval_n=eval_n,
-                            min_fraction=min_fraction, canary_share=canary_share, canary_pairs=canary_pairs,
+                            min_fraction=min_fraction, cascade=cascade, cascade_min_share=cascade_min_share,
+                            canary_share=canary_share, canary_pairs=canary_pairs,
                             canary_agreement=canary_agreement, canary_timeout_s=canary_timeout_s,
                             serve_url=serve_url, tier_name=tier_name, teacher=teacher, teacher_adapter=teacher_adapter,
                             **({"price": weak.price.model_dump()} if weak is not None and weak.price else {}))

@@ -10,7 +10,13 @@ poll. So the loop runs wherever the database is reachable: next to the gateway, 
 Kubernetes CronJob, or by hand.
 
 Decisions and who makes them: the epoch on the dataset's validation split (distill); the
-offline gate on its test split (``min_fraction`` of the teacher's quality); the online gate
+offline gate on its test split (``min_fraction`` of the teacher's quality). A student that
+fails it alone may still pass behind a **cascade** (``cascade``, on by default): its
+confidence model and threshold are fitted on the validation split (``distill cascade``) and
+the gate then reads the test split's routed quality (escalated requests get the teacher's
+answer) and the share kept on the student (>= ``cascade_min_share``); the candidate is then
+registered with that cascade, and the teacher answers whatever the student is unsure of. The
+online gate
 on the canary's shadow pairs (their mean agreement with the teacher must reach
 ``canary_agreement`` over at least ``canary_pairs`` pairs, within ``canary_timeout_s``).
 Nothing is chosen on the test split.
@@ -56,6 +62,9 @@ class LoopSettings:
     max_train: int | None = None
     eval_n: int = 200
     min_fraction: float = 0.97  # offline gate: of the teacher's quality on the test split
+    cascade: bool = True  # a student that fails the gate alone is tried behind a cascade
+    cascade_min_share: float = 0.2  # ... which must keep this share of the test split on the student
+    cascade_margin: float = 0.01  # its threshold aims this far above min_fraction on validation
     canary_share: float = 0.2
     canary_pairs: int = 30
     canary_agreement: float = 0.9  # online gate: mean shadow agreement with the teacher
@@ -77,6 +86,7 @@ class LoopReport:
     workload: str
     stages: dict[str, dict] = field(default_factory=dict)
     outcome: str = "running"  # promoted | rolled_back | rejected_offline | no_data | failed
+    cascade: bool = False  # the candidate answers through a cascade
 
     def stage(self, name: str, started: float, **facts) -> None:
         self.stages[name] = {"seconds": round(time.perf_counter() - started, 1), **facts}
@@ -136,11 +146,22 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
     evaluation = json.loads(eval_file.read_text())
     report.stage("evaluate", t, **{k: evaluation[k] for k in ("metric", "n", "student_quality",
                                                               "fraction_of_teacher", "passes")})
+    cascade_artifact = None
     if not evaluation["passes"]:
-        report.outcome = "rejected_offline"
-        log(f"{s.workload}: the student keeps {evaluation['fraction_of_teacher']:.1%} of the teacher "
-            f"(gate {s.min_fraction:.0%}); not deployed")
-        return report
+        log(f"{s.workload}: the student alone keeps {evaluation['fraction_of_teacher']:.1%} of the teacher "
+            f"(gate {s.min_fraction:.0%})" + ("; trying it behind a cascade" if s.cascade else ""))
+        t = time.perf_counter()
+        fit = _fit_cascade(s, run_dir / "model", dataset_dir, out, log) if s.cascade else None
+        if fit is not None:
+            report.stage("cascade", t, **{k: fit[k] for k in ("metric", "threshold", "validation", "test", "passes",
+                                                              "why", "margin", "min_share")})
+        if fit is None or not fit["passes"]:
+            report.outcome = "rejected_offline"
+            log(f"{s.workload}: not deployed" + (f" ({fit['why']})" if fit else ""))
+            return report
+        cascade_artifact, report.cascade = fit["artifact"], True
+        log(f"{s.workload}: behind its cascade the student keeps {fit['test']['share_kept']:.1%} of the test "
+            f"split at {fit['test']['routed_quality']:.1%} routed quality")
 
     t = time.perf_counter()
     control = ControlStore(engine)
@@ -150,8 +171,10 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
     tier = TierConfig.model_validate({"model_name": name, "role": "student", "price": s.price, **backend})
     control.register_tier(tier)
     competence = run_dir / "model" / "competence.skops"
-    control.set_canary(s.workload, name, s.canary_share, str(competence.resolve()) if competence.is_file() else None)
-    log(f"{s.workload}: {name} registered and given {s.canary_share:.0%} of the workload's in-scope traffic")
+    control.set_canary(s.workload, name, s.canary_share, str(competence.resolve()) if competence.is_file() else None,
+                       cascade_artifact)
+    log(f"{s.workload}: {name} registered and given {s.canary_share:.0%} of the workload's in-scope traffic"
+        + (" behind its cascade" if cascade_artifact else ""))
     if wait_for_traffic is not None:
         wait_for_traffic()
     pairs, agreement = _watch_canary(engine, name, s.canary_pairs, s.canary_timeout_s)
@@ -164,6 +187,19 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
                  decision=report.outcome)
     log(f"{s.workload}: canary {name}: {pairs} shadow pairs, agreement {agreement}: {report.outcome}")
     return report
+
+
+def _fit_cascade(s: LoopSettings, model_dir: Path, dataset_dir: Path, out: Path,
+                 log: Callable[[str], None]) -> dict:
+    """``distill cascade`` in its own process (torch): the fit's report (``cascade.json``)."""
+    report_file = out / "cascade.json"
+    _run([sys.executable, "-m", "distill", "cascade", "--model", str(model_dir), "--data", str(dataset_dir),
+          "--quality", str(s.min_fraction), "--min-share", str(s.cascade_min_share), "--margin", str(s.cascade_margin),
+          "--threads", str(s.threads), "--json", str(report_file)], log)
+    fit = json.loads(report_file.read_text())
+    if fit.get("artifact"):
+        fit["artifact"] = str(Path(fit["artifact"]).resolve())
+    return fit
 
 
 def _watch_canary(engine: Engine, tier: str, want: int, timeout_s: float) -> tuple[int, float | None]:

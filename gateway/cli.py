@@ -321,10 +321,11 @@ def runtime_canary(
     workload: str, tier: str,
     share: float = typer.Option(..., min=0.0, max=1.0, help="share of the workload's in-scope auto traffic"),
     competence: str | None = typer.Option(None, help="the candidate's competence index (.skops)"),
+    cascade: str | None = typer.Option(None, help="the candidate's cascade confidence model (.skops, `distill cascade`)"),
     config: Path | None = _CONFIG_OPT, ledger_url: str | None = _LEDGER_OPT,
 ) -> None:
-    """Give a registered tier a canary share of a workload."""
-    _control_call(_control(config, ledger_url).set_canary, workload, tier, share, competence)
+    """Give a registered tier a canary share of a workload (behind its cascade with --cascade)."""
+    _control_call(_control(config, ledger_url).set_canary, workload, tier, share, competence, cascade)
 
 
 @runtime_app.command("router")

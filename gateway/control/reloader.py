@@ -4,7 +4,7 @@
 the snapshot and applies it on this replica: registered tiers are built, started and added
 to the registry (and priced); retired ones are taken out and stopped after a grace period
 (requests in flight hold their own reference and finish); the per-workload routes are built
-(competence indexes loaded in a worker thread) and swapped into the routing table in one
+(competence indexes and cascade confidence models loaded in a worker thread) and swapped into the routing table in one
 assignment. A failed poll or a bad artifact is logged and retried on the next change; the
 replica keeps serving with what it had. ``poke()`` applies at once (the admin API calls it
 after a change, so the replica that took the call is current when it answers).
@@ -24,6 +24,8 @@ from gateway.config import CompetenceGateConfig, RouterConfig, TierConfig
 from gateway.control.store import ControlSnapshot, ControlStore, RouterOverride
 from gateway.ledger.pricing import Pricing
 from gateway.routing.build import build_policy
+from gateway.routing.cascade import Cascade
+from gateway.routing.cascade_policy import load_cascade
 from gateway.routing.workloads import RoutingTable, WorkloadPolicy
 from gateway.tiers.base import Tier
 from gateway.tiers.registry import TierRegistry, build_tier_from
@@ -31,6 +33,15 @@ from gateway.tiers.registry import TierRegistry, build_tier_from
 log = logging.getLogger("gateway.control")
 
 RETIRE_GRACE_S = 30.0  # a retired tier keeps running this long for the requests still on it
+
+
+def _cascade(artifact: str | None, teacher: str) -> Cascade | None:
+    """A workload tier's cascade, escalating to the workload's own teacher (scikit-learn: in a thread)."""
+    if not artifact:
+        return None
+    from router.confidence import DECISION_TOKENS
+
+    return load_cascade(artifact, None, DECISION_TOKENS, escalate_to=teacher)
 
 
 class RuntimeReloader:
@@ -165,7 +176,9 @@ class RuntimeReloader:
             strong = self.workload_teachers.get(workload, self.strong_tier)
             policies[workload] = WorkloadPolicy(workload, route.tier, strong, index, route.canary_tier,
                                                 route.canary_share, random.Random(),
-                                                teacher_until_promoted=workload in self.workload_teachers)
+                                                teacher_until_promoted=workload in self.workload_teachers,
+                                                cascade=_cascade(route.cascade_artifact, strong),
+                                                canary_cascade=_cascade(route.canary_cascade_artifact, strong))
         for workload, teacher in self.workload_teachers.items():  # no route yet: served by its teacher
             policies.setdefault(workload, WorkloadPolicy(workload, None, teacher, teacher_until_promoted=True))
         return policies

@@ -36,10 +36,16 @@ class WorkloadRoute:
     canary_tier: str | None = None
     canary_share: float = 0.0
     previous_tier: str | None = None
+    # the cascade confidence model of each tier (None: that tier answers alone)
+    cascade_artifact: str | None = None
+    canary_cascade_artifact: str | None = None
+    previous_cascade_artifact: str | None = None
 
     def public(self) -> dict:
         return {"workload": self.workload, "tier": self.tier, "competence_artifact": self.competence_artifact,
-                "canary_tier": self.canary_tier, "canary_share": self.canary_share, "previous_tier": self.previous_tier}
+                "canary_tier": self.canary_tier, "canary_share": self.canary_share, "previous_tier": self.previous_tier,
+                "cascade_artifact": self.cascade_artifact, "canary_cascade_artifact": self.canary_cascade_artifact,
+                "previous_cascade_artifact": self.previous_cascade_artifact}
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class ControlStore:
             tiers = {r.name: TierConfig.model_validate(json.loads(r.config_json))
                      for r in conn.execute(sa.select(tiers_t).where(tiers_t.c.retired.is_(False)))}
             routes = {r.workload: WorkloadRoute(r.workload, r.tier, r.competence_artifact, r.canary_tier,
-                                                float(r.canary_share or 0.0), r.previous_tier)
+                                                float(r.canary_share or 0.0), r.previous_tier, r.cascade_artifact,
+                                                r.canary_cascade_artifact, r.previous_cascade_artifact)
                       for r in conn.execute(sa.select(routes_t))}
             row = conn.execute(sa.select(router_t).where(router_t.c.id == 1)).first()
         router = RouterOverride(row.artifact, row.threshold, row.competence_artifact) if row is not None else None
@@ -111,11 +118,13 @@ class ControlStore:
                 conn.execute(router_t.insert().values(id=1, **values))
             return self._bump(conn)
 
-    def set_canary(self, workload: str, tier: str, share: float, competence_artifact: str | None = None) -> int:
-        """Send ``share`` of ``workload``'s in-scope auto traffic to ``tier`` (0 < share <= 1)."""
+    def set_canary(self, workload: str, tier: str, share: float, competence_artifact: str | None = None,
+                   cascade_artifact: str | None = None) -> int:
+        """Send ``share`` of ``workload``'s in-scope auto traffic to ``tier`` (0 < share <= 1);
+        with ``cascade_artifact``, behind that student's cascade (the teacher answers when it is unsure)."""
         if not 0.0 < share <= 1.0:
             raise ControlError("a canary share is in (0, 1]")
-        return self._update_route(workload, canary_tier=tier, canary_share=share,
+        return self._update_route(workload, canary_tier=tier, canary_share=share, canary_cascade_artifact=cascade_artifact,
                                   **({"competence_artifact": competence_artifact} if competence_artifact else {}))
 
     def promote(self, workload: str) -> int:
@@ -124,7 +133,8 @@ class ControlStore:
         if route is None or route.canary_tier is None:
             raise ControlError(f"workload {workload!r} has no canary to promote")
         return self._update_route(workload, tier=route.canary_tier, previous_tier=route.tier, canary_tier=None,
-                                  canary_share=0.0)
+                                  canary_share=0.0, cascade_artifact=route.canary_cascade_artifact,
+                                  previous_cascade_artifact=route.cascade_artifact, canary_cascade_artifact=None)
 
     def rollback(self, workload: str) -> int:
         """Drop the canary if there is one; otherwise restore the previously promoted tier."""
@@ -132,8 +142,9 @@ class ControlStore:
         if route is None:
             raise ControlError(f"workload {workload!r} has no route")
         if route.canary_tier is not None:
-            return self._update_route(workload, canary_tier=None, canary_share=0.0)
-        return self._update_route(workload, tier=route.previous_tier, previous_tier=None)
+            return self._update_route(workload, canary_tier=None, canary_share=0.0, canary_cascade_artifact=None)
+        return self._update_route(workload, tier=route.previous_tier, previous_tier=None,
+                                  cascade_artifact=route.previous_cascade_artifact, previous_cascade_artifact=None)
 
     def _route(self, workload: str) -> WorkloadRoute | None:
         return self.snapshot().routes.get(workload)

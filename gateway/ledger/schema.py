@@ -258,6 +258,11 @@ workload_routes_table = Table(
     Column("canary_tier", String(128)),
     Column("canary_share", Float, nullable=False, default=0.0),
     Column("previous_tier", String(128)),
+    # the cascade confidence model (.skops) of the promoted tier, of the canary, and of the
+    # previously promoted tier (restored with it on rollback): each is fitted for one student
+    Column("cascade_artifact", Text),
+    Column("canary_cascade_artifact", Text),
+    Column("previous_cascade_artifact", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 

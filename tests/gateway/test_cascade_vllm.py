@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -80,3 +81,26 @@ def test_support_requests_through_the_cascade(gateway):
     metrics = httpx.get(gateway.url + "/metrics").text
     escalated = sum(bool(r["escalated"]) for r in rows)
     assert f"tierwise_cascade_escalations_total {float(escalated)}" in metrics
+
+
+def test_the_offline_fit_reads_the_logprobs_vllm_serves(gateway):
+    """``distill cascade`` fits the confidence model on HF-generated logprobs; the gateway feeds it
+    vLLM's. Same student, same prompts: the answers and the feature rows must agree, or the
+    flywheel's threshold would not mean at serving time what it meant on validation."""
+    from distill.cascade_fit import TOP_LOGPROBS, answers_with_logprobs
+    from distill.modeling import load_model, load_tokenizer
+    from router.confidence import DECISION_TOKENS, logprob_features
+
+    student = model_cache() / "student"
+    records = [{"messages": [*messages_for(text), {"role": "assistant", "content": ""}]} for text in PROMPTS[:3]]
+    offline = answers_with_logprobs(load_model(student, device="cpu"), load_tokenizer(student), records)
+    for text, answer in zip(PROMPTS, offline):
+        resp = httpx.post(gateway.url + "/v1/chat/completions", timeout=300, json={
+            "model": "student", "messages": messages_for(text), "max_tokens": 32, "temperature": 0,
+            "logprobs": True, "top_logprobs": TOP_LOGPROBS})
+        assert resp.status_code == 200, resp.text
+        choice = resp.json()["choices"][0]
+        served = choice["logprobs"]["content"][:DECISION_TOKENS]
+        assert choice["message"]["content"].strip().splitlines()[0] == answer.text.splitlines()[0]
+        assert [t["token"] for t in served] == [t["token"] for t in answer.tokens]
+        np.testing.assert_allclose(logprob_features(served), logprob_features(answer.tokens), atol=0.02)

@@ -148,3 +148,54 @@ def test_a_workload_with_its_own_teacher_is_served_by_it_until_a_student_is_prom
                    "the promoted student serves the workload")
     finally:
         gw.stop()
+
+
+def test_a_canary_behind_its_cascade_moves_with_its_student(stub, tmp_path):
+    """The flywheel's promotion path for a student that misses the gate alone: the canary (and,
+    once promoted, the workload's tier) answers through its own cascade, escalating to the
+    workload's teacher when unsure; a rollback restores the previous tier without that cascade."""
+    from support.confidence import fitted_confidence
+
+    candidate = start_stub(tmp_path, word="candidate")
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = stub_config(stub.url, db, server={"runtime_poll_s": 0.3})
+    gw = start_gateway(config, tmp_path, timeout_s=60)
+    confidence = fitted_confidence(tmp_path / "cascade.skops", 16)
+    sure, unsure = "my card has not arrived", "my card has not arrived [logprob=-4]"
+    try:
+        tier = {"model_name": "student-v2", "role": "student", "url": {"base_url": candidate.url + "/v1"},
+                "price": {"input_per_million": 0.01, "output_per_million": 0.1}}
+        assert httpx.post(gw.url + "/v1/admin/tiers", timeout=60, json=tier).status_code == 200
+        missing = httpx.post(gw.url + "/v1/admin/workloads/support/canary", timeout=30,
+                             json={"tier": "student-v2", "share": 1.0, "cascade_artifact": "/nope.skops"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "artifact_not_found"
+        resp = httpx.post(gw.url + "/v1/admin/workloads/support/canary", timeout=120,
+                          json={"tier": "student-v2", "share": 1.0, "cascade_artifact": str(confidence)})
+        assert resp.status_code == 200 and resp.json()["applied"], resp.text
+
+        kept, escalated = ask(gw, sure), ask(gw, unsure)
+        assert kept.headers["x-tierwise-tier"] == "student-v2"
+        assert "candidate" in kept.json()["choices"][0]["message"]["content"]
+        assert escalated.status_code == 200 and escalated.headers["x-tierwise-tier"] == "teacher"
+        httpx.get(gw.url + "/v1/costs/summary", timeout=30)  # the ledger has flushed
+        row = ledger_row(db, escalated.headers["x-request-id"])
+        assert row["route_policy"] == "workload+canary+cascade" and row["escalated"]
+        assert row["extra_completion_tokens"] > 0  # the rejected candidate attempt is booked
+        assert not ledger_row(db, kept.headers["x-request-id"])["escalated"]
+
+        assert httpx.post(gw.url + "/v1/admin/workloads/support/promote", timeout=60).status_code == 200
+        shown = httpx.get(gw.url + "/v1/admin/runtime", timeout=30).json()["workloads"]["support"]
+        assert shown["tier"] == "student-v2" and shown["cascade_artifact"] == str(confidence)
+        assert shown["canary_cascade_artifact"] is None
+        promoted = ask(gw, unsure)
+        assert promoted.headers["x-tierwise-tier"] == "teacher"
+        httpx.get(gw.url + "/v1/costs/summary", timeout=30)
+        assert ledger_row(db, promoted.headers["x-request-id"])["route_policy"] == "workload+cascade"
+
+        assert httpx.post(gw.url + "/v1/admin/workloads/support/rollback", timeout=60).status_code == 200
+        shown = httpx.get(gw.url + "/v1/admin/runtime", timeout=30).json()["workloads"]["support"]
+        assert shown["tier"] is None and shown["cascade_artifact"] is None
+        assert ask(gw, unsure).headers["x-tierwise-tier"] == "student"  # the configured chain, no cascade
+    finally:
+        gw.stop()
+        candidate.stop()

@@ -11,6 +11,8 @@ class CanaryRequest(BaseModel):
     tier: str = Field(min_length=1, max_length=128, description="the candidate tier (registered first)")
     share: float = Field(gt=0.0, le=1.0, description="share of the workload's in-scope auto traffic it gets")
     competence_artifact: str | None = Field(default=None, description="the candidate's competence index (.skops)")
+    cascade_artifact: str | None = Field(default=None, description="the candidate's cascade confidence model "
+                                         "(.skops, `distill cascade`): it answers through the cascade")
 
 
 class RouterRequest(BaseModel):

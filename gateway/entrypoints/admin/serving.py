@@ -53,13 +53,19 @@ class AdminServing:
         if self.tiers.resolve(spec.tier) is None and spec.tier not in (await asyncio.to_thread(self.store.snapshot)).tiers:
             raise GatewayError(f"No tier `{spec.tier}`: register it first.", status_code=404, param="tier",
                                code="model_not_found")
-        return await self._apply(self.store.set_canary, workload, spec.tier, spec.share, spec.competence_artifact)
+        await self._check_files(spec.competence_artifact, spec.cascade_artifact)
+        return await self._apply(self.store.set_canary, workload, spec.tier, spec.share, spec.competence_artifact,
+                                 spec.cascade_artifact)
 
     async def set_router(self, spec: RouterRequest) -> dict:
-        for path in (spec.artifact, spec.competence_artifact):
+        await self._check_files(spec.artifact, spec.competence_artifact)
+        return await self._apply(self.store.set_router, spec.artifact, spec.threshold, spec.competence_artifact)
+
+    @staticmethod
+    async def _check_files(*paths: str | None) -> None:
+        for path in paths:
             if path is not None and not await asyncio.to_thread(os.path.isfile, path):
                 raise GatewayError(f"No file {path} on this replica.", status_code=404, code="artifact_not_found")
-        return await self._apply(self.store.set_router, spec.artifact, spec.threshold, spec.competence_artifact)
 
     async def promote(self, workload: str) -> dict:
         return await self._apply(self.store.promote, workload)
