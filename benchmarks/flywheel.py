@@ -1,8 +1,9 @@
 """The flywheel, measured: from a gateway's own teacher traffic to a promoted student, for two
 workloads at once, with no manual step and no restart (issue #13).
 
-Run from the repository root (needs `make setup`'s model cache; 42 min on 2 CPU cores at the
-default sizes on 2026-11-29; ``--quick`` is smaller and was not re-timed since the merged teacher)::
+Run from the repository root (needs `make setup`'s model cache; 42 min on 2 CPU cores with 1,500
+support captures on 2026-11-29, the default is now 3,000; ``--quick`` is smaller and was not
+re-timed since the merged teacher)::
 
     python -m benchmarks.flywheel [--quick]
 
@@ -14,7 +15,8 @@ default sizes on 2026-11-29; ``--quick`` is smaller and was not re-timed since t
    "letter only" system prompt, answered by ``flagship``). Both are replayed as live traffic
    with ``x-tierwise-workload``.
 2. **One command per workload:** ``python -m flywheel run`` (dataset -> distill -> offline gate
-   -> canary -> online gate -> promote), while canary traffic (more train-split messages,
+   -> (if the student alone misses it) the same gate behind a cascade fitted on the validation
+   split -> canary -> online gate -> promote), while canary traffic (more train-split messages,
    never the held-out ones) flows through ``model: auto``.
 3. **Held out.** Banking77 test messages / unseen MMLU questions through ``auto`` with the
    workload header, and the same messages through the workload's teacher (the all-teacher
@@ -118,12 +120,15 @@ def first_line(text: str) -> str:
 def costs(db: str, request_ids: list[str]) -> dict:
     engine = sa.create_engine(db)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT request_id, cost, teacher_cost FROM ledger_requests")).all()
+        rows = conn.execute(sa.text("SELECT request_id, cost, teacher_cost, escalated FROM ledger_requests")).all()
     engine.dispose()
     wanted = set(request_ids)
-    cost = sum(r.cost for r in rows if r.request_id in wanted)
-    teacher = sum(r.teacher_cost for r in rows if r.request_id in wanted)
-    return {"cost": cost, "teacher_counterfactual": teacher, "saving": 1 - cost / teacher if teacher else None}
+    mine = [r for r in rows if r.request_id in wanted]
+    cost = sum(r.cost for r in mine)
+    teacher = sum(r.teacher_cost for r in mine)
+    return {"cost": cost, "teacher_counterfactual": teacher, "saving": 1 - cost / teacher if teacher else None,
+            # requests that went through a student's cascade, and those of them the teacher answered
+            "cascaded": sum(r.escalated is not None for r in mine), "escalated": sum(bool(r.escalated) for r in mine)}
 
 
 def run_turn(gw: ServerProcess, db: str, workload: str, canary_texts: list[str], args, work: Path) -> tuple[dict, float]:
@@ -207,7 +212,7 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller replay and student (a smoke run)")
-    parser.add_argument("--support-captures", type=int, default=1500)
+    parser.add_argument("--support-captures", type=int, default=3000)
     parser.add_argument("--exam-captures", type=int, default=600)
     parser.add_argument("--heldout", type=int, default=300)
     parser.add_argument("--student-layers", type=int, default=6)

@@ -61,10 +61,13 @@ def test_one_turn_from_captured_traffic_to_a_promoted_student(stub, tmp_path):
         wait_until(lambda: len(ledger_rows(db, "captures")) == 60, 30, "captured pairs")
 
         # A closed offline gate: nothing reaches the gateway.
-        rejected = _flywheel("--out", str(tmp_path / "rejected"), "--ledger-url", db, "--min-fraction", "1.0")
+        # (the cascade is tried too, and cannot keep all of the test split unless the student is perfect)
+        rejected = _flywheel("--out", str(tmp_path / "rejected"), "--ledger-url", db, "--min-fraction", "1.0",
+                             "--cascade-min-share", "1.0")
         report = json.loads((tmp_path / "rejected" / "report.json").read_text())
         if report["stages"]["evaluate"]["student_quality"] < 1.0:
             assert rejected.returncode == 0 and report["outcome"] == "rejected_offline", rejected.stderr[-2000:]
+            assert not report["stages"]["cascade"]["passes"] and report["stages"]["cascade"]["why"]
             assert not ControlStore(make_engine(db)).snapshot().tiers
 
         # The open gates: registered, canary, promoted, with traffic flowing meanwhile.
