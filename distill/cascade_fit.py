@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,18 +42,24 @@ from distill.chat_data import answer_text, chat_prompt_ids, prompt_messages, rea
 from distill.chat_eval import answer_kind, score_answers
 from distill.data import end_of_turn_id, left_pad
 from distill.modeling import load_model, load_tokenizer
-from router.confidence import DECISION_TOKENS, CascadeConfidence, logprob_features, save_confidence
 from tierwise_common.intervals import wilson
+
+if TYPE_CHECKING:
+    from router.confidence import CascadeConfidence
 
 #: Alternatives per token, as the gateway asks vLLM for them (``cascade.STUDENT_TOP_LOGPROBS``).
 TOP_LOGPROBS = 5
+#: Tokens kept per answer: the cascade's longest decision window (``router.confidence.DECISION_TOKENS``,
+#: a test checks they are equal; not imported here so that answering needs no scikit-learn, as on
+#: a GPU machine that only trains).
+WINDOW_TOKENS = 16
 ARTIFACT = "cascade.skops"
 
 
 @dataclass
 class StudentAnswer:
     text: str
-    tokens: list[dict]  # logprob entries of the first DECISION_TOKENS generated tokens
+    tokens: list[dict]  # logprob entries of the first WINDOW_TOKENS generated tokens
 
 
 @torch.no_grad()
@@ -75,7 +82,7 @@ def answers_with_logprobs(model, tokenizer, records: list[dict], max_new_tokens:
                              do_sample=False, eos_token_id=eot, pad_token_id=pad, output_scores=True,
                              return_dict_in_generate=True)
         new = gen.sequences[:, ids.shape[1]:]
-        steps = min(len(gen.scores), DECISION_TOKENS)
+        steps = min(len(gen.scores), WINDOW_TOKENS)
         logp = torch.stack([torch.log_softmax(s.float(), -1) for s in gen.scores[:steps]], 1)  # (B, T, V)
         top_val, top_id = logp.topk(TOP_LOGPROBS, -1)
         chosen = logp.gather(-1, new[:, :steps].unsqueeze(-1)).squeeze(-1)
@@ -114,10 +121,12 @@ class CascadeFit:
         return asdict(self)
 
 
-def _split_scores(model, tokenizer, records: list[dict], kind: str) -> tuple[np.ndarray, np.ndarray]:
-    answers = answers_with_logprobs(model, tokenizer, records)
+def agreement_rows(answers: list[StudentAnswer], records: list[dict], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows (``logprob_features``) and agree / disagree labels of one split's answers."""
+    from router.confidence import logprob_features
+
     scores = score_answers([a.text for a in answers], [answer_text(r) for r in records], kind)["scores"]
-    X = np.array([logprob_features(a.tokens) for a in answers])
+    X = np.array([logprob_features(a.tokens) for a in answers]).reshape(len(answers), -1)
     return X, np.array([int(s >= 1.0) for s in scores])
 
 
@@ -131,6 +140,29 @@ def _measure(agree: np.ndarray, kept: np.ndarray) -> dict:
             "routed_quality": routed / n if n else 0.0, "routed_quality_wilson_95": wilson(routed, n)}
 
 
+def fit_from_answers(kind: str, validation: tuple[list[StudentAnswer], list[dict]],
+                     test: tuple[list[StudentAnswer], list[dict]], quality: float = 0.97, min_share: float = 0.2,
+                     margin: float = 0.01) -> tuple[CascadeFit, CascadeConfidence | None]:
+    """The fit and the gate from the student's answers (torch-free: answers may come from a GPU
+    machine). Returns the report and the fitted model (None when none could be fitted)."""
+    from router.confidence import CascadeConfidence
+
+    Xv, yv = agreement_rows(*validation, kind)
+    Xt, yt = agreement_rows(*test, kind)
+    try:
+        confidence = CascadeConfidence().fit(Xv, yv)
+    except ValueError as e:  # e.g. the student agrees everywhere, or nowhere, on validation
+        return CascadeFit(kind, quality, min_share, margin, None, _measure(yv, np.zeros(len(yv), bool)),
+                          _measure(yt, np.zeros(len(yt), bool)), False, why=f"no confidence model: {e}"), None
+    threshold = confidence.threshold_for(quality=min(1.0, quality + margin))
+    measured = confidence.operating_point(threshold) | {"n": len(yv), "student_agreement": float(yv.mean())}
+    on_test = _measure(yt, confidence.predict_proba(Xt)[:, 1] >= threshold)
+    passes = on_test["routed_quality"] >= quality and on_test["share_kept"] >= min_share
+    why = "" if passes else ("routed quality below the target on test" if on_test["routed_quality"] < quality
+                             else f"keeps {on_test['share_kept']:.1%} of test traffic (< {min_share:.0%})")
+    return CascadeFit(kind, quality, min_share, margin, threshold, measured, on_test, passes, why=why), confidence
+
+
 def fit_cascade(model_dir: Path, data_dir: Path, quality: float = 0.97, min_share: float = 0.2,
                 max_records: int | None = None, margin: float = 0.01) -> CascadeFit:
     """Fit on validation, measure on test, and write ``model_dir/cascade.skops`` when the gate passes."""
@@ -141,24 +173,14 @@ def fit_cascade(model_dir: Path, data_dir: Path, quality: float = 0.97, min_shar
                           why="free-text answers have no yes/no agreement with the teacher to calibrate on")
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir)
-    Xv, yv = _split_scores(model, tokenizer, splits["validation"], kind)
-    Xt, yt = _split_scores(model, tokenizer, splits["test"], kind)
-    try:
-        confidence = CascadeConfidence().fit(Xv, yv)
-    except ValueError as e:  # e.g. the student agrees everywhere, or nowhere, on validation
-        return CascadeFit(kind, quality, min_share, margin, None, _measure(yv, np.zeros(len(yv), bool)),
-                          _measure(yt, np.zeros(len(yt), bool)), False, why=f"no confidence model: {e}")
-    threshold = confidence.threshold_for(quality=min(1.0, quality + margin))
-    validation = confidence.operating_point(threshold) | {"n": len(yv), "student_agreement": float(yv.mean())}
-    test = _measure(yt, confidence.predict_proba(Xt)[:, 1] >= threshold)
-    passes = test["routed_quality"] >= quality and test["share_kept"] >= min_share
-    fit = CascadeFit(kind, quality, min_share, margin, threshold, validation, test, passes,
-                     why="" if passes else ("routed quality below the target on test" if test["routed_quality"] < quality
-                                            else f"keeps {test['share_kept']:.1%} of test traffic (< {min_share:.0%})"))
-    if passes:
+    answered = {s: (answers_with_logprobs(model, tokenizer, records), records) for s, records in splits.items()}
+    fit, confidence = fit_from_answers(kind, answered["validation"], answered["test"], quality, min_share, margin)
+    if fit.passes and confidence is not None:
+        from router.confidence import save_confidence
+
         card = {"fitted_on": f"{data_dir}/validation.jsonl", "threshold_chosen_on": "validation (out-of-fold)",
                 "gated_on": f"{data_dir}/test.jsonl", **{k: v for k, v in fit.public().items() if k != "artifact"}}
-        fit.artifact = str(save_confidence(confidence, model_dir / ARTIFACT, threshold, card))
+        fit.artifact = str(save_confidence(confidence, model_dir / ARTIFACT, fit.threshold, card))
     return fit
 
 

@@ -119,13 +119,7 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
                teacher_weights(gateway_config, captured_tier(engine, s.workload)))
     log(f"{s.workload}: student initialised from {teacher.model}"
         + (f" + {teacher.adapter}" if teacher.adapter else "") + f" ({teacher.why})")
-    recipe = {"name": f"flywheel-{s.workload}", **teacher.as_recipe(),
-              "data": {"format": "chat_jsonl", "dir": str(dataset_dir), "max_train": s.max_train},
-              "student": {"layers": s.student_layers, "trim_vocab": s.trim_vocab, "trim_before_training": s.trim_vocab},
-              "loss": {"targets": "teacher", "alpha": 0.9, "temperature": 2.0},
-              "train": {"epochs": s.epochs, "max_steps": s.max_steps, "batch_size": s.batch_size, "lr": s.lr,
-                        "max_len": s.max_len, "early_stopping_patience": s.patience, "threads": s.threads},
-              "out": str(run_dir)}
+    recipe = student_recipe(s, teacher, dataset_dir, run_dir)
     recipe_file = out / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe))
     cache = s.cache or default_model_cache()  # `make setup` assembled the base teacher there
@@ -187,6 +181,17 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
                  decision=report.outcome)
     log(f"{s.workload}: canary {name}: {pairs} shadow pairs, agreement {agreement}: {report.outcome}")
     return report
+
+
+def student_recipe(s: LoopSettings, teacher: TeacherWeights, dataset_dir: Path, run_dir: Path) -> dict:
+    """The distill recipe of a workload's student (also what ``benchmarks/flywheel_gpu.py`` trains)."""
+    return {"name": f"flywheel-{s.workload}", **teacher.as_recipe(),
+            "data": {"format": "chat_jsonl", "dir": str(dataset_dir), "max_train": s.max_train},
+            "student": {"layers": s.student_layers, "trim_vocab": s.trim_vocab, "trim_before_training": s.trim_vocab},
+            "loss": {"targets": "teacher", "alpha": 0.9, "temperature": 2.0},
+            "train": {"epochs": s.epochs, "max_steps": s.max_steps, "batch_size": s.batch_size, "lr": s.lr,
+                      "max_len": s.max_len, "early_stopping_patience": s.patience, "threads": s.threads},
+            "out": str(run_dir)}
 
 
 def _fit_cascade(s: LoopSettings, model_dir: Path, dataset_dir: Path, out: Path,

@@ -79,3 +79,10 @@ def test_free_text_workloads_get_no_cascade_and_the_cli_says_why(student, tmp_pa
     done = subprocess.run([sys.executable, "-m", "distill", "cascade", "--model", str(student), "--data",
                            str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and "no validation.jsonl" in done.stdout + done.stderr
+
+
+def test_answers_keep_the_cascades_whole_decision_window():
+    from distill.cascade_fit import WINDOW_TOKENS
+    from router.confidence import DECISION_TOKENS
+
+    assert WINDOW_TOKENS == DECISION_TOKENS
