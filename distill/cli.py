@@ -270,6 +270,10 @@ def evaluate_cmd(
     min_fraction: float = typer.Option(0.97, min=0.0, max=1.0, help="promotion gate: share of the teacher's quality"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the report here"),
     threads: Optional[int] = typer.Option(2, help="torch CPU threads"),
+    judge_url: Optional[str] = typer.Option(None, help="the teacher as judge: an OpenAI-compatible base URL (the "
+                                            "gateway's /v1); the gate then reads the share judged the same"),
+    judge_model: str = typer.Option("teacher", help="the judge's model (a gateway tier)"),
+    judge_key: Optional[str] = typer.Option(None, envvar="TIERWISE_JUDGE_KEY", help="API key for the judge"),
 ) -> None:
     """Student vs teacher on held-out chat data (HF generate): quality, ROUGE-L, the gate."""
     _threads(threads)
@@ -287,12 +291,28 @@ def evaluate_cmd(
         ids = generate_ids(load_model(model_dir), tok, [""] * len(records), max_new_tokens, 32, prompts=prompts)
         return decode_responses(tok, ids)
 
-    student = score_answers(answers_of(model), references)
-    # Captured references are the teacher's own answers: the teacher scores 1.0 against them.
-    reference = score_answers(answers_of(teacher), references, student["metric"]) if teacher else \
-        {"metric": student["metric"], "n": len(records), "quality": 1.0}
+    def judged(answers: list[str]) -> dict:
+        from distill.judge import judge_answers
+
+        return judge_answers([prompt_messages(r) for r in records], answers, references, base_url=judge_url,
+                             model=judge_model, api_key=judge_key)
+
+    student_answers = answers_of(model)
+    student = score_answers(student_answers, references)
+    structural = {"metric": student["metric"], "quality": student["quality"]}
+    if judge_url:
+        student = {**judged(student_answers), "rouge_l": student["rouge_l"]}
+    if teacher:  # gold references: the teacher is scored the same way
+        teacher_answers = answers_of(teacher)
+        reference = judged(teacher_answers) if judge_url else score_answers(teacher_answers, references,
+                                                                            student["metric"])
+    else:  # captured references are the teacher's own answers: it scores 1.0 against them
+        reference = {"metric": student["metric"], "n": len(records), "quality": 1.0}
     report = {"data": str(data), "model": str(model), "teacher": str(teacher) if teacher else "the references",
-              **gate_report(student, reference, min_fraction), "student_rouge_l": student["rouge_l"]}
+              **gate_report(student, reference, min_fraction), "student_rouge_l": student["rouge_l"],
+              "structural": structural}
+    if judge_url:
+        report["judge"] = {k: student[k] for k in ("judge", "unparsed", "request_ids")} | {"url": judge_url}
     console.print_json(json.dumps(report))
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))

@@ -66,6 +66,9 @@ def run_cmd(
     max_train: int | None = None,
     eval_n: int = 200,
     min_fraction: float = typer.Option(0.97, help="offline gate: share of the teacher's quality on the test split"),
+    judge_url: str | None = typer.Option(None, help="the teacher as judge through the gateway (its /v1 URL; key in "
+                                         "$TIERWISE_JUDGE_KEY): the offline gate reads the share it judges the same"),
+    judge_model: str = typer.Option("teacher", help="the judge's tier"),
     cascade: bool = typer.Option(True, "--cascade/--no-cascade", help="a student that fails the offline gate alone "
                                  "is tried behind a cascade fitted on the validation split (the teacher answers "
                                  "what it is unsure of)"),
@@ -91,7 +94,7 @@ def run_cmd(
     settings = LoopSettings(workload=workload, out=out, student_layers=student_layers, trim_vocab=trim_vocab,
                             epochs=epochs,
                             max_steps=max_steps, batch_size=batch_size, max_train=max_train, eval_n=eval_n,
-                            min_fraction=min_fraction, cascade=cascade, cascade_min_share=cascade_min_share,
+                            min_fraction=min_fraction, judge_url=judge_url, judge_model=judge_model, cascade=cascade, cascade_min_share=cascade_min_share,
                             canary_share=canary_share, canary_pairs=canary_pairs,
                             canary_agreement=canary_agreement, canary_timeout_s=canary_timeout_s,
                             serve_url=serve_url, tier_name=tier_name, teacher=teacher, teacher_adapter=teacher_adapter,

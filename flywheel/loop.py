@@ -62,6 +62,10 @@ class LoopSettings:
     max_train: int | None = None
     eval_n: int = 200
     min_fraction: float = 0.97  # offline gate: of the teacher's quality on the test split
+    # the teacher as judge through the gateway (its /v1 URL; key in $TIERWISE_JUDGE_KEY): the offline
+    # gate then reads the share of the student's test answers it judges the same as its own
+    judge_url: str | None = None
+    judge_model: str = "teacher"
     cascade: bool = True  # a student that fails the gate alone is tried behind a cascade
     cascade_min_share: float = 0.2  # ... which must keep this share of the test split on the student
     cascade_margin: float = 0.01  # its threshold aims this far above min_fraction on validation
@@ -136,7 +140,8 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
     eval_file = out / "evaluation.json"
     _run([sys.executable, "-m", "distill", "evaluate", "--model", str(run_dir / "model"), "--data",
           str(dataset_dir / "test.jsonl"), "--n", str(s.eval_n), "--min-fraction", str(s.min_fraction),
-          "--json", str(eval_file)], log)
+          "--json", str(eval_file),
+          *(["--judge-url", s.judge_url, "--judge-model", s.judge_model] if s.judge_url else [])], log)
     evaluation = json.loads(eval_file.read_text())
     report.stage("evaluate", t, **{k: evaluation[k] for k in ("metric", "n", "student_quality",
                                                               "fraction_of_teacher", "passes")})

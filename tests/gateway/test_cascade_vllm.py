@@ -104,3 +104,38 @@ def test_the_offline_fit_reads_the_logprobs_vllm_serves(gateway):
         assert choice["message"]["content"].strip().splitlines()[0] == answer.text.splitlines()[0]
         assert [t["token"] for t in served] == [t["token"] for t in answer.tokens]
         np.testing.assert_allclose(logprob_features(served), logprob_features(answer.tokens), atol=0.02)
+
+
+def test_the_teacher_judges_the_student_through_the_gateway(gateway, tmp_path):
+    """``distill evaluate --judge-url``: the teacher grades answers as an ordinary gateway client
+    (booked under the ``judge`` workload); what it says is parsed as yes / no / unparsed."""
+    import subprocess
+    import sys
+
+    from distill.judge import JUDGE_WORKLOAD, judge_answers
+
+    reference = "Intent: card_arrival\nReply: I can help with card arrival."
+    prompts = [messages_for(PROMPTS[0])] * 2
+    result = judge_answers(prompts, [reference, "Intent: top_up_by_bank_transfer_charge\nReply: Sure."],
+                           [reference, reference], base_url=gateway.url + "/v1", model="teacher")
+    assert result["n"] == 2 and result["metric"] == "judge" and 0 <= result["unparsed"] <= 2
+    assert result["quality"] == sum(result["scores"]) / 2
+    httpx.get(gateway.url + "/v1/costs/summary")  # flushes pending rows
+    engine = sa.create_engine(f"sqlite:///{gateway.db}")
+    with engine.connect() as conn:
+        rows = {r.request_id: r for r in conn.execute(sa.text("SELECT request_id, tier, workload FROM ledger_requests"))}
+    engine.dispose()
+    for request_id in result["request_ids"]:
+        assert rows[request_id].tier == "teacher" and rows[request_id].workload == JUDGE_WORKLOAD
+
+    # the evaluate command's gate reads the judge's share when one is given
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps({"messages": [*messages_for(PROMPTS[1]), {"role": "assistant", "content": reference}]}) + "\n")
+    out = tmp_path / "evaluation.json"
+    done = subprocess.run([sys.executable, "-m", "distill", "evaluate", "--model", str(model_cache() / "student"),
+                           "--data", str(data), "--n", "1", "--judge-url", gateway.url + "/v1", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["metric"] == "judge" and report["judge"]["judge"] == "teacher"
+    assert report["passes"] == (report["student_quality"] >= 0.97) and "structural" in report
