@@ -164,8 +164,9 @@ def fit_from_answers(kind: str, validation: tuple[list[StudentAnswer], list[dict
 
 
 def fit_cascade(model_dir: Path, data_dir: Path, quality: float = 0.97, min_share: float = 0.2,
-                max_records: int | None = None, margin: float = 0.01) -> CascadeFit:
-    """Fit on validation, measure on test, and write ``model_dir/cascade.skops`` when the gate passes."""
+                max_records: int | None = None, margin: float = 0.01, force: bool = False) -> CascadeFit:
+    """Fit on validation, measure on test, and write ``model_dir/cascade.skops`` when the gate passes
+    (or, with ``force``, whenever a model could be fitted: an operator's decision, recorded in its card)."""
     splits = {s: read_chat_jsonl(data_dir / f"{s}.jsonl")[:max_records] for s in ("validation", "test")}
     kind = answer_kind([answer_text(r) for r in splits["validation"]])
     if kind == "free_text":
@@ -175,11 +176,12 @@ def fit_cascade(model_dir: Path, data_dir: Path, quality: float = 0.97, min_shar
     model = load_model(model_dir)
     answered = {s: (answers_with_logprobs(model, tokenizer, records), records) for s, records in splits.items()}
     fit, confidence = fit_from_answers(kind, answered["validation"], answered["test"], quality, min_share, margin)
-    if fit.passes and confidence is not None:
+    if (fit.passes or force) and confidence is not None:
         from router.confidence import save_confidence
 
         card = {"fitted_on": f"{data_dir}/validation.jsonl", "threshold_chosen_on": "validation (out-of-fold)",
-                "gated_on": f"{data_dir}/test.jsonl", **{k: v for k, v in fit.public().items() if k != "artifact"}}
+                "gated_on": f"{data_dir}/test.jsonl", "written_despite_the_gate": not fit.passes,
+                **{k: v for k, v in fit.public().items() if k != "artifact"}}
         fit.artifact = str(save_confidence(confidence, model_dir / ARTIFACT, fit.threshold, card))
     return fit
 

@@ -326,6 +326,8 @@ def cascade_cmd(
                                   "that agree with the teacher (escalations agree)"),
     min_share: float = typer.Option(0.2, min=0.0, max=1.0, help="the gate also wants this share kept on the student"),
     margin: float = typer.Option(0.01, min=0.0, max=0.5, help="the threshold aims this far above QUALITY on validation"),
+    force: bool = typer.Option(False, "--force", help="write cascade.skops even when the gate fails (an operator's "
+                               "decision; the artifact's card says so)"),
     n: Optional[int] = typer.Option(None, min=10, help="at most N records per split"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the report here"),
     threads: Optional[int] = typer.Option(2, help="torch CPU threads"),
@@ -338,7 +340,7 @@ def cascade_cmd(
         if not (data / f"{split}.jsonl").is_file():
             console.print(f"[red]error:[/red] no {split}.jsonl in {data}")
             raise typer.Exit(2)
-    fit = fit_cascade(model, data, quality, min_share, n, margin)
+    fit = fit_cascade(model, data, quality, min_share, n, margin, force)
     console.print_json(json.dumps(fit.public()))
     if json_out:
         write_report(fit, json_out)
