@@ -67,8 +67,9 @@ def main() -> None:
     fit = json.loads(fit_file.read_text())
     log(f"cascade: threshold {fit['threshold']:.3f}, offline gate {'passed' if fit['passes'] else 'failed'} "
         f"(test: {fit['test']['share_kept']:.1%} kept, {fit['test']['routed_quality']:.1%} routed)")
-    test = banking("test")
-    random.Random(args.seed).shuffle(test)  # the flywheel benchmark's held-out messages
+    rng, train, test = random.Random(args.seed), banking("train"), banking("test")
+    rng.shuffle(train)  # the flywheel benchmark shuffles train, then test, with one generator:
+    rng.shuffle(test)  # the same held-out messages
     heldout = test[:args.heldout]
     work = Path(tempfile.mkdtemp(prefix="flywheel-heldout-"))
     db = f"sqlite:///{work / 'ledger.db'}"
