@@ -101,11 +101,13 @@ def simulated(args) -> None:
 
     answers = [json.loads(line) for line in Path(args.answers).read_text().splitlines() if line.strip()]
     captures = ({"request_json": json.dumps({"messages": a["messages"]}), "endpoint": "chat", "workload": "support",
-                 "request_id": f"sim-{i}", "response_json": json.dumps({"choices": [{"message": {"content": a["answer"]}}]})}
+                 "request_id": f"sim-{i}",
+                 "response_json": json.dumps({"choices": [{"message": {"content": a["answer"]}}]})}
                 for i, a in enumerate(answers))
     out = Path(args.out)
     report = build_dataset(captures, "simulated", out)
-    print(f"simulated dataset: {report.counts} ({report.exact_duplicates} exact, {report.near_duplicates} near duplicates)")
+    print(f"simulated dataset: {report.counts} ({report.exact_duplicates} exact, "
+          f"{report.near_duplicates} near duplicates)")
 
 
 def teacher_consistency(answers_file: Path, captured_dir: Path) -> dict:
@@ -151,11 +153,14 @@ def fit(args) -> None:
         result, _ = fit_from_answers(kind, answered["validation"], answered["test"], args.quality, args.min_share,
                                      args.margin)
         # the same fit without the margin: what the one-point margin costs in share and buys in quality
-        no_margin, _ = fit_from_answers(kind, answered["validation"], answered["test"], args.quality, args.min_share, 0.0)
-        counts = {s: sum(1 for _ in open(dataset_dir / f"{s}.jsonl")) for s in ("train", "validation", "test")}
+        no_margin, _ = fit_from_answers(kind, answered["validation"], answered["test"], args.quality, args.min_share,
+                                        0.0)
+        counts = {s: len((dataset_dir / f"{s}.jsonl").read_text().splitlines())
+                  for s in ("train", "validation", "test")}
         t = result.test
         agree = round((t.get("student_agreement") or 0) * t.get("n", 0))
-        doc["datasets"][name] = {"variant": VARIANTS.get(name.partition("-")[2], VARIANTS[""]), "counts": counts, "device_seconds": got["seconds"], "selection": got.get("selection"),
+        doc["datasets"][name] = {"variant": VARIANTS.get(name.partition("-")[2], VARIANTS[""]), "counts": counts,
+                                 "device_seconds": got["seconds"], "selection": got.get("selection"),
                                  "student_test_agreement_wilson_95": wilson(agree, t.get("n", 0)),
                                  "cascade": result.public(),
                                  "cascade_without_margin": {k: no_margin.public()[k] for k in ("threshold", "test",

@@ -99,7 +99,9 @@ def main() -> None:
            "heldout": result, "choices": {"cascade threshold": "validation", "held-out messages": "measured only"}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "flywheel_heldout.json").write_text(json.dumps(doc, indent=2, default=str))
-    log(f"held out: {json.dumps({k: result.get(k) for k in ('student_share', 'intent_accuracy_routed', 'intent_accuracy_all_teacher', 'quality_vs_all_teacher', 'agreement_with_teacher', 'cost_vs_all_teacher')})}")
+    shown = ("student_share", "intent_accuracy_routed", "intent_accuracy_all_teacher", "quality_vs_all_teacher",
+             "agreement_with_teacher", "cost_vs_all_teacher")
+    log(f"held out: {json.dumps({k: result.get(k) for k in shown})}")
 
 
 if __name__ == "__main__":

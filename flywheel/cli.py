@@ -92,9 +92,9 @@ def run_cmd(
     cfg = load_config(config)
     weak = next((t for t in cfg.model_list if t.model_name == cfg.router.weak_tier), None)
     settings = LoopSettings(workload=workload, out=out, student_layers=student_layers, trim_vocab=trim_vocab,
-                            epochs=epochs,
-                            max_steps=max_steps, batch_size=batch_size, max_train=max_train, eval_n=eval_n,
-                            min_fraction=min_fraction, judge_url=judge_url, judge_model=judge_model, cascade=cascade, cascade_min_share=cascade_min_share,
+                            epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_train=max_train,
+                            eval_n=eval_n, min_fraction=min_fraction, judge_url=judge_url, judge_model=judge_model,
+                            cascade=cascade, cascade_min_share=cascade_min_share,
                             canary_share=canary_share, canary_pairs=canary_pairs,
                             canary_agreement=canary_agreement, canary_timeout_s=canary_timeout_s,
                             serve_url=serve_url, tier_name=tier_name, teacher=teacher, teacher_adapter=teacher_adapter,

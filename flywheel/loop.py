@@ -90,7 +90,6 @@ class LoopReport:
     workload: str
     stages: dict[str, dict] = field(default_factory=dict)
     outcome: str = "running"  # promoted | rolled_back | rejected_offline | no_data | failed
-    cascade: bool = False  # the candidate answers through a cascade
 
     def stage(self, name: str, started: float, **facts) -> None:
         self.stages[name] = {"seconds": round(time.perf_counter() - started, 1), **facts}
@@ -158,7 +157,7 @@ def run_loop(engine: Engine, settings: LoopSettings, log: Callable[[str], None] 
             report.outcome = "rejected_offline"
             log(f"{s.workload}: not deployed" + (f" ({fit['why']})" if fit else ""))
             return report
-        cascade_artifact, report.cascade = fit["artifact"], True
+        cascade_artifact = fit["artifact"]
         log(f"{s.workload}: behind its cascade the student keeps {fit['test']['share_kept']:.1%} of the test "
             f"split at {fit['test']['routed_quality']:.1%} routed quality")
 

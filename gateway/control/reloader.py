@@ -4,8 +4,8 @@
 the snapshot and applies it on this replica: registered tiers are built, started and added
 to the registry (and priced); retired ones are taken out and stopped after a grace period
 (requests in flight hold their own reference and finish); the per-workload routes are built
-(competence indexes and cascade confidence models loaded in a worker thread) and swapped into the routing table in one
-assignment. A failed poll or a bad artifact is logged and retried on the next change; the
+(competence indexes and cascade confidence models loaded in a worker thread) and swapped into
+the routing table in one assignment. A failed poll or a bad artifact is logged and retried on the next change; the
 replica keeps serving with what it had. ``poke()`` applies at once (the admin API calls it
 after a change, so the replica that took the call is current when it answers).
 """

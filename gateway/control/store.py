@@ -124,7 +124,8 @@ class ControlStore:
         with ``cascade_artifact``, behind that student's cascade (the teacher answers when it is unsure)."""
         if not 0.0 < share <= 1.0:
             raise ControlError("a canary share is in (0, 1]")
-        return self._update_route(workload, canary_tier=tier, canary_share=share, canary_cascade_artifact=cascade_artifact,
+        return self._update_route(workload, canary_tier=tier, canary_share=share,
+                                  canary_cascade_artifact=cascade_artifact,
                                   **({"competence_artifact": competence_artifact} if competence_artifact else {}))
 
     def promote(self, workload: str) -> int:

@@ -6,8 +6,9 @@ workload's promoted student, or, for ``canary_share`` of them, to the canary bei
 requests beyond it go to the strong tier. A tier with a cascade (the flywheel fitted one when
 the student alone missed the gate) answers through it: its answer is kept when its confidence
 clears the cascade's threshold, otherwise the workload's teacher answers. Workloads without a
-route, and routes with no tier yet, use the configured chain (gate -> router -> cascade). The reloader swaps the whole table
-in one assignment, so a request sees either the old routes or the new ones, never a mix.
+route, and routes with no tier yet, use the configured chain (gate -> router -> cascade). The
+reloader swaps the whole table in one assignment, so a request sees either the old routes or the
+new ones, never a mix.
 """
 
 from __future__ import annotations
